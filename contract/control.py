@@ -1,0 +1,55 @@
+"""Control events: what the gateway itself tells a client, typed like any event.
+
+They travel on the same SSE stream as channel events, under their own event
+names (``history_gap``, ``cursor_invalid``, ``reconnect``), so an EventSource
+client listens for them with ``addEventListener(name, ...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from contract.events import BaseEvent
+
+
+class HistoryGapPayload(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    reason: Literal["trimmed", "lost"]
+    """``trimmed``: retention dropped events after the cursor; ``lost``: the
+    channel's history was reset (for example Redis restarted empty)."""
+    requested: str
+    """The position the client asked to resume after."""
+    resumed_after: str
+    """The position the stream continues after; events in between are gone."""
+
+
+class HistoryGap(BaseEvent[HistoryGapPayload]):
+    """Events the client asked for are no longer in history."""
+
+
+class CursorInvalidPayload(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+    value: str
+    """The rejected cursor, cut to a printable prefix."""
+    starting_from: Literal["live"]
+
+
+class CursorInvalid(BaseEvent[CursorInvalidPayload]):
+    """The Last-Event-ID could not be used; the stream starts live instead."""
+
+
+class ReconnectPayload(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    reason: Literal["shutdown", "slow_consumer"]
+    retry_ms: int
+
+
+class Reconnect(BaseEvent[ReconnectPayload]):
+    """The gateway is about to close this stream; reconnect with the last id."""

@@ -1,0 +1,25 @@
+-- Read a page of a channel's history together with the stream's tip, atomically.
+-- KEYS[1]  history stream of the channel
+-- ARGV[1]  XRANGE start: '-' for the earliest retained entry, '(<id>' for after <id>
+-- ARGV[2]  page size; 0 returns only the tip
+-- Returns {tip, entries}: tip is the last id ever generated ('0-0' when the
+-- stream does not exist); entries are XRANGE replies.
+-- Reading both at once lets the caller tell "caught up" from "trimmed" from
+-- "history lost" without a race against concurrent publishes.
+local stream = KEYS[1]
+local tip = '0-0'
+if redis.call('EXISTS', stream) == 0 then
+  return {tip, {}}
+end
+local info = redis.call('XINFO', 'STREAM', stream)
+for i = 1, #info, 2 do
+  if info[i] == 'last-generated-id' then
+    tip = info[i + 1]
+    break
+  end
+end
+local count = tonumber(ARGV[2])
+if count == 0 then
+  return {tip, {}}
+end
+return {tip, redis.call('XRANGE', stream, ARGV[1], '+', 'COUNT', count)}

@@ -1,0 +1,107 @@
+"""The Redis wire contract: every key, field and script the system uses.
+
+Per channel ``c`` under prefix ``p``:
+
+- ``p:{c}:history``: a Redis Stream, the channel's bounded history. Entry
+  fields: ``e`` (SSE event name), ``d`` (payload JSON), ``p`` (the id of the
+  entry before it, ``0-0`` for the first).
+- ``p:{c}:live``: a pub/sub channel carrying each entry as it is appended,
+  encoded as ``id\\nprev\\nevent\\ndata``.
+
+Both names share the hash tag ``{c}`` so they live in one Redis Cluster slot.
+Producers write only through ``publish.lua``; gateways read only through
+``read.lua`` and the live channel. Nothing else spells a key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any, Final
+
+from contract.channels import validate_channel
+
+FIELD_EVENT: Final = b"e"
+FIELD_DATA: Final = b"d"
+FIELD_PREV: Final = b"p"
+NO_ENTRY_ID: Final = b"0-0"
+
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,32}")
+_LIVE_SUFFIX = b":live"
+
+
+class InvalidPrefix(ValueError):
+    """A key prefix outside the allowed alphabet."""
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Builds every key and pub/sub channel name for one key prefix."""
+
+    prefix: str = "sse"
+
+    def __post_init__(self) -> None:
+        if _PREFIX_RE.fullmatch(self.prefix) is None:
+            raise InvalidPrefix(
+                f"invalid key prefix {self.prefix!r}: use 1-32 letters, digits, '_', '-', '.', ':'"
+            )
+
+    def history_key(self, channel: str) -> str:
+        return f"{self.prefix}:{{{validate_channel(channel)}}}:history"
+
+    def live_channel(self, channel: str) -> str:
+        return f"{self.prefix}:{{{validate_channel(channel)}}}:live"
+
+    def channel_of_live(self, live: bytes) -> str:
+        """Invert ``live_channel``: ``b"sse:{echo}:live"`` -> ``"echo"``."""
+        start = len(self.prefix) + 2
+        return live[start : -len(_LIVE_SUFFIX) - 1].decode()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveMessage:
+    """One entry as carried on a live pub/sub channel."""
+
+    id: bytes
+    prev: bytes
+    event: bytes
+    data: bytes
+
+
+def decode_live(payload: bytes) -> LiveMessage:
+    """Split a live pub/sub payload; the data part may contain anything."""
+    entry_id, prev, event, data = payload.split(b"\n", 3)
+    return LiveMessage(entry_id, prev, event, data)
+
+
+def decode_fields(fields: dict[bytes, bytes] | list[bytes]) -> tuple[bytes, bytes, bytes]:
+    """(event, data, prev) of a history entry's fields (dict or flat list reply)."""
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    return fields[FIELD_EVENT], fields[FIELD_DATA], fields.get(FIELD_PREV, NO_ENTRY_ID)
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text of a bundled Lua script (``publish`` or ``read``)."""
+    return resources.files("contract").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def publish_args(
+    *,
+    live_channel: str,
+    event: str,
+    data: bytes,
+    maxlen: int,
+    exact_trim: bool,
+    max_age_ms: int,
+) -> list[Any]:
+    """ARGV for ``publish.lua``, in its order."""
+    return [live_channel, event, data, maxlen, "=" if exact_trim else "~", max_age_ms]
+
+
+def read_args(after: bytes | None, count: int) -> list[Any]:
+    """ARGV for ``read.lua``: entries after ``after`` (``None``: from the earliest)."""
+    return [b"-" if after is None else b"(" + after, count]

@@ -1,0 +1,210 @@
+"""``python -m producers echo|reverse-echo``: publish an event every ``--interval`` seconds."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+from redis.asyncio.connection import parse_url
+
+from contract.channels import InvalidChannelName, validate_channel
+from contract.events import BaseEvent, Echo, EchoPayload, ReverseEcho
+from contract.wire import InvalidPrefix, Keyspace
+from producers.publisher import Publisher
+from producers.settings import ProducerSettings
+
+log = logging.getLogger("producers")
+
+EventFactory = Callable[[str], BaseEvent[Any]]
+
+PRODUCERS: dict[str, tuple[str, EventFactory]] = {
+    "echo": ("echo", lambda message: Echo(data=EchoPayload(message=message))),
+    "reverse-echo": (
+        "reverse_echo",
+        lambda message: ReverseEcho(data=EchoPayload(message=message[::-1])),
+    ),
+}
+
+
+class UsageError(Exception):
+    """A bad argument or setting; reported as one line, exit status 2."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _channel(text: str) -> str:
+    try:
+        return validate_channel(text)
+    except InvalidChannelName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m producers",
+        description="Publish Echo or ReverseEcho events to a Redis channel. "
+        "Redis comes from REDIS_URL (default redis://127.0.0.1:6379/0).",
+    )
+    kinds = parser.add_subparsers(dest="kind", required=True, metavar="{echo,reverse-echo}")
+    for kind, (default_channel, _) in PRODUCERS.items():
+        sub = kinds.add_parser(kind, help=f"publish {kind} events")
+        sub.add_argument("--message", default="hello", help="message text (default: hello)")
+        sub.add_argument(
+            "--interval",
+            type=_positive_float,
+            default=1.0,
+            help="seconds between events (default: 1; 0 publishes as fast as Redis allows)",
+        )
+        sub.add_argument(
+            "--count",
+            type=_positive_int,
+            default=None,
+            help="stop after N events (default: run until stopped)",
+        )
+        sub.add_argument(
+            "--channel",
+            type=_channel,
+            default=default_channel,
+            help=f"channel (default: {default_channel})",
+        )
+        sub.add_argument(
+            "--log-level",
+            default="info",
+            choices=["debug", "info", "warning", "error"],
+            help="log level (default: info)",
+        )
+    return parser
+
+
+async def run(
+    publisher: Publisher,
+    *,
+    channel: str,
+    make_event: EventFactory,
+    message: str,
+    interval: float,
+    count: int | None,
+    stop: asyncio.Event,
+) -> int:
+    """Publish until ``count`` events are out or ``stop`` is set; return how many were published."""
+    published = 0
+    while not stop.is_set() and (count is None or published < count):
+        event = make_event(message)
+        publish = asyncio.ensure_future(publisher.publish(channel, event))
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({publish, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not publish.done():
+            # Stopped while Redis was unreachable: say so instead of dropping silently.
+            publish.cancel()
+            await asyncio.gather(publish, return_exceptions=True)
+            log.warning("stopped before event %d could be published", published + 1)
+            break
+        entry_id = publish.result()
+        published += 1
+        log.info("published %s #%d to %r as %s", event.event_name, published, channel, entry_id)
+        if interval and (count is None or published < count):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+        elif not interval:
+            await asyncio.sleep(0)  # stay responsive to signals at full speed
+    return published
+
+
+async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    channel, make_event = PRODUCERS[args.kind][0], PRODUCERS[args.kind][1]
+    channel = args.channel or channel
+    publisher = Publisher.from_url(
+        settings.redis_url, prefix=settings.key_prefix, retention=settings.retention()
+    )
+    async with publisher:
+        log.info(
+            "%s producer publishing to %r every %ss via %s",
+            args.kind,
+            channel,
+            args.interval,
+            _redact(settings.redis_url),
+        )
+        published = await run(
+            publisher,
+            channel=channel,
+            make_event=make_event,
+            message=args.message,
+            interval=args.interval,
+            count=args.count,
+            stop=stop,
+        )
+    log.info("%s producer stopped after %d events", args.kind, published)
+    return 0
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def load_settings() -> ProducerSettings:
+    try:
+        settings = ProducerSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]).upper()
+        raise UsageError(f"invalid setting SSE_{where}: {first['msg']}") from None
+    try:
+        parse_url(settings.redis_url)
+    except ValueError as exc:
+        raise UsageError(f"invalid REDIS_URL {settings.redis_url!r}: {exc}") from None
+    try:
+        Keyspace(settings.key_prefix)
+        settings.retention()
+    except (InvalidPrefix, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings()
+    except UsageError as exc:
+        print(f"python -m producers: error: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_main(args, settings))
