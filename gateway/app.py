@@ -1,0 +1,35 @@
+"""The FastAPI application: ``create_app(settings)`` and its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from gateway.errors import install_error_handlers
+from gateway.routes import router
+from gateway.runtime import open_runtime
+from gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the app; Redis and the hub are opened by the lifespan, not at import."""
+    settings = settings or GatewaySettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(
+        title="redis-sse-gateway",
+        summary="Typed events from Redis as resumable Server-Sent Events.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,143 @@
+"""One channel for one client: replay history after the cursor, then go live.
+
+The algorithm (DESIGN.md, "Ids and resume"): the hub subscription is made and
+confirmed first, so every entry published from then on lands in the sink;
+history is read after the client's position in pages; then the buffered live
+entries follow, skipping those history already delivered.
+
+Every entry records its predecessor's id, which makes the hand-over exact: a
+live entry whose predecessor is not the client's position means something in
+between was missed (a reconnect, a dropped message), so the feed reads history
+again before going on. When history does not reach back to the position, a
+``Gap`` is emitted: ``trimmed`` when retention dropped entries after it,
+``lost`` when the history was reset under it (Redis restarted empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+
+from gateway.cursor import EARLIEST, LIVE, Position, StreamKey, format_stream_id, stream_key
+from gateway.entries import Entry
+from gateway.history import HistoryReader
+from gateway.hub import Hub
+from gateway.sink import ChannelSink
+
+BEFORE_ALL: StreamKey = (-1, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """History no longer holds what lies between ``requested`` and ``resumed_after``."""
+
+    channel: str
+    reason: str
+    requested: bytes
+    resumed_after: bytes
+
+
+Item = Entry | Gap
+
+
+class ChannelFeed:
+    """The position of one client in one channel, and the items that advance it."""
+
+    def __init__(
+        self,
+        channel: str,
+        start: Position,
+        *,
+        sink: ChannelSink,
+        hub: Hub,
+        history: HistoryReader,
+        page_size: int,
+    ) -> None:
+        self.channel = channel
+        self._start = start
+        self._sink = sink
+        self._hub = hub
+        self._history = history
+        self._page_size = page_size
+        self.position: bytes | None = None
+        """Id of the last entry given to the client; None: before the earliest retained."""
+        self._key: StreamKey = BEFORE_ALL
+
+    async def open(self) -> None:
+        """Wait until the live subscription is confirmed, then fix the starting position."""
+        await self._hub.wait_subscribed(self.channel)
+        if self._start == LIVE:
+            self._jump(await self._history.tip(self.channel))
+        elif self._start != EARLIEST:
+            assert isinstance(self._start, tuple)
+            self._jump(format_stream_id(self._start))
+
+    def cursor_value(self) -> bytes:
+        return self.position if self.position is not None else EARLIEST.encode()
+
+    async def items(self) -> AsyncGenerator[list[Item], None]:
+        """History after the position, then live entries, forever (until cancelled)."""
+        async for items in self._catch_up():
+            yield items
+        while True:
+            batches, resync = await self._sink.take()
+            if resync:
+                await self._hub.wait_subscribed(self.channel)
+                async for items in self._catch_up():
+                    yield items
+            out: list[Item] = []
+            for batch in batches:
+                for entry in batch:
+                    if entry.key <= self._key:
+                        continue  # history already delivered it
+                    if entry.prev != self.position:
+                        if out:
+                            yield out
+                            out = []
+                        async for items in self._catch_up():
+                            yield items
+                        if entry.key <= self._key:
+                            continue
+                        # History could not link up to this entry; say so, then go on.
+                        out.append(self._gap("lost", entry.prev))
+                    out.append(entry)
+                    self.position, self._key = entry.id, entry.key
+            if out:
+                yield out
+
+    async def _catch_up(self) -> AsyncIterator[list[Item]]:
+        """Read history after the position until it is exhausted."""
+        while True:
+            page = await self._history.read_after(self.channel, self.position, self._page_size)
+            entries = page.entries
+            items: list[Item] = []
+            if self.position is not None:
+                reached = entries[0].prev if entries else page.tip
+                if reached != self.position:
+                    if stream_key(reached) < self._key:
+                        # History is behind the client: it was reset. Start over from its start.
+                        yield [self._gap("lost", EARLIEST.encode())]
+                        continue
+                    items.append(self._gap("trimmed", reached))
+            for entry in entries:
+                if self.position is not None and entry.prev != self.position:
+                    items.append(self._gap("trimmed", entry.prev))  # a hole inside history
+                items.append(entry)
+                self.position, self._key = entry.id, entry.key
+            if not entries and self.position is None:
+                self._jump(page.tip)
+            if items:
+                yield items
+            if len(entries) < self._page_size:
+                return
+
+    def _gap(self, reason: str, resumed_after: bytes) -> Gap:
+        gap = Gap(self.channel, reason, self.cursor_value(), resumed_after)
+        if resumed_after == EARLIEST.encode():
+            self.position, self._key = None, BEFORE_ALL
+        else:
+            self._jump(resumed_after)
+        return gap
+
+    def _jump(self, entry_id: bytes) -> None:
+        self.position, self._key = entry_id, stream_key(entry_id)

@@ -1,0 +1,99 @@
+"""``python -m gateway``: run the gateway under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import sse_starlette  # noqa: F401 - installs its SIGTERM hook before uvicorn captures signals
+import uvicorn
+from pydantic import ValidationError
+from redis.asyncio.connection import parse_url
+
+from contract.wire import InvalidPrefix, Keyspace
+from gateway.settings import GatewaySettings
+
+
+class UsageError(Exception):
+    """A bad argument or setting, reported as one line."""
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if workers < 1:
+        raise argparse.ArgumentTypeError("--workers must be at least 1")
+    return workers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m gateway",
+        description="Serve Redis channels as resumable Server-Sent Events. "
+        "Redis comes from REDIS_URL; every other setting from SSE_* variables (see README).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    parser.add_argument("--workers", type=_workers, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (default: info)",
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", help="log every request (default: off)"
+    )
+    return parser
+
+
+def load_settings() -> GatewaySettings:
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "SSE_" + ".".join(str(part) for part in first["loc"]).upper()
+        raise UsageError(f"invalid setting {name}: {first['msg']}") from None
+    try:
+        parse_url(settings.redis_url)
+    except ValueError as exc:
+        raise UsageError(f"invalid REDIS_URL {settings.redis_url!r}: {exc}") from None
+    try:
+        Keyspace(settings.key_prefix)
+    except InvalidPrefix as exc:
+        raise UsageError(str(exc)) from None
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except UsageError as exc:
+        print(f"python -m gateway: error: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        "gateway.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
+        proxy_headers=True,
+    )
+    return 0

@@ -1,0 +1,98 @@
+"""SSE frames for one subscription: the cursor it carries and the bytes it sends.
+
+A frame's ``id:`` is the cursor after that frame: the position of every
+channel of the subscription. A client on one channel shares each entry's
+frame bytes with every other such client; a client on several channels gets
+the entry's shared tail behind its own cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from contract.control import (
+    CursorInvalid,
+    CursorInvalidPayload,
+    HistoryGap,
+    HistoryGapPayload,
+    Reconnect,
+    ReconnectPayload,
+)
+from contract.events import BaseEvent
+from gateway.channel_stream import Gap, Item
+from gateway.entries import Entry, data_lines
+
+
+def control_frame(cursor: bytes, event: BaseEvent[Any]) -> bytes:
+    """A frame for a gateway control event, carrying the current cursor."""
+    return (
+        b"id: "
+        + cursor
+        + b"\nevent: "
+        + event.event_name.encode()
+        + b"\n"
+        + data_lines(event.encode_data())
+        + b"\n\n"
+    )
+
+
+class FrameWriter:
+    """Tracks a subscription's cursor and renders its items as SSE bytes."""
+
+    __slots__ = ("_index", "_names", "_positions", "_solo")
+
+    def __init__(self, channels: Sequence[str], positions: Sequence[bytes]) -> None:
+        self._index = {name: i for i, name in enumerate(channels)}
+        self._names = [name.encode() + b"=" for name in channels]
+        self._positions = list(positions)
+        self._solo = len(channels) == 1
+
+    def cursor(self) -> bytes:
+        return b",".join(name + pos for name, pos in zip(self._names, self._positions, strict=True))
+
+    def opening(self, retry_ms: int, notices: Iterable[BaseEvent[Any]] = ()) -> bytes:
+        """The first bytes: the retry hint and the starting cursor (an id-only frame
+        sets EventSource's lastEventId without dispatching an event), then notices."""
+        cursor = self.cursor()
+        head = b"retry: %d\nid: %s\n\n" % (retry_ms, cursor)
+        return head + b"".join(control_frame(cursor, notice) for notice in notices)
+
+    def render(self, items: Sequence[Item]) -> bytes:
+        """The frames for items of one channel, advancing the cursor past each."""
+        if self._solo:
+            return b"".join(
+                item.solo_frame() if isinstance(item, Entry) else self._gap_frame(item)
+                for item in items
+            )
+        parts = []
+        for item in items:
+            if isinstance(item, Entry):
+                self._positions[self._index[item.channel]] = item.id
+                parts.append(item.frame(self.cursor()))
+            else:
+                parts.append(self._gap_frame(item))
+        return b"".join(parts)
+
+    def _gap_frame(self, gap: Gap) -> bytes:
+        self._positions[self._index[gap.channel]] = gap.resumed_after
+        payload = HistoryGapPayload(
+            channel=gap.channel,
+            reason="lost" if gap.reason == "lost" else "trimmed",
+            requested=gap.requested.decode(),
+            resumed_after=gap.resumed_after.decode(),
+        )
+        return control_frame(self.cursor(), HistoryGap(data=payload))
+
+    def closing(self, reason: str, retry_ms: int) -> bytes:
+        """The last bytes of a stream the gateway ends: why, and how soon to come back."""
+        payload = ReconnectPayload(
+            reason="shutdown" if reason == "shutdown" else "slow_consumer", retry_ms=retry_ms
+        )
+        return b"retry: %d\n\n" % retry_ms + control_frame(self.cursor(), Reconnect(data=payload))
+
+
+def cursor_invalid_notice(reason: str, value: str) -> CursorInvalid:
+    return CursorInvalid(
+        data=CursorInvalidPayload(reason=reason, value=value, starting_from="live")
+    )

@@ -1,0 +1,301 @@
+"""The hub: one Redis pub/sub connection per process, fanned out in memory.
+
+Channels are reference-counted: the first local client of a channel
+subscribes it on Redis, the last one to leave unsubscribes it. Live messages
+are parsed once into shared ``Entry`` objects, gathered per channel for one
+loop turn (or ``flush_interval_ms``), and pushed as one batch into every
+client's ``ChannelSink``. When the connection drops, the hub reconnects with
+backoff and jitter, re-subscribes and asks every sink to resync from history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from contract.wire import Keyspace, decode_live
+from gateway.entries import Entry
+from gateway.pubsub import PubSubConnection
+from gateway.sink import ChannelSink
+
+log = logging.getLogger(__name__)
+
+HEALTH_INTERVAL = 5.0
+"""Seconds of silence after which the hub PINGs; two silent intervals mean dead."""
+
+CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, ValueError)
+
+
+class Topic:
+    """One subscribed channel: its local sinks and the entries waiting for the next flush."""
+
+    __slots__ = ("acked", "channel", "live_name", "pending", "pending_bytes", "sinks")
+
+    def __init__(self, channel: str, live_name: str) -> None:
+        self.channel = channel
+        self.live_name = live_name
+        self.sinks: set[ChannelSink] = set()
+        self.pending: list[Entry] = []
+        self.pending_bytes = 0
+        self.acked = asyncio.Event()
+
+
+@dataclass
+class HubStats:
+    connected: bool
+    channels: int
+    sinks: int
+    reconnects: int
+    messages: int
+
+
+class Hub:
+    """Owns the pub/sub connection, its reader task and every channel subscription."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        keyspace: Keyspace,
+        *,
+        max_buffer_events: int,
+        max_buffer_bytes: int,
+        flush_interval: float = 0.0,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        self._redis_url = redis_url
+        self._keyspace = keyspace
+        self._max_events = max_buffer_events
+        self._max_bytes = max_buffer_bytes
+        self._flush_interval = flush_interval
+        self._backoff = (backoff_initial, backoff_max)
+        self._topics: dict[str, Topic] = {}
+        self._by_live: dict[bytes, Topic] = {}
+        self._outstanding: dict[bytes, int] = {}
+        self._dirty: list[Topic] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._conn: PubSubConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closed_reason: str | None = None
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.messages = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def __aenter__(self) -> Hub:
+        self._reader = asyncio.create_task(self._run(), name="hub-reader")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close_all("shutdown")
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._drop_connection()
+
+    def close_all(self, reason: str) -> None:
+        """End every local stream (their clients reconnect elsewhere) and refuse new ones."""
+        self._closed_reason = reason
+        for topic in self._topics.values():
+            for sink in topic.sinks:
+                sink.close(reason)
+
+    # -- subscriptions -----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[ChannelSink]:
+        """Register a sink for ``channel`` for the duration of the block."""
+        sink = ChannelSink(channel, max_events=self._max_events, max_bytes=self._max_bytes)
+        if self._closed_reason is not None:
+            sink.close(self._closed_reason)
+        topic = self._topics.get(channel)
+        if topic is None:
+            topic = Topic(channel, self._keyspace.live_channel(channel))
+            self._topics[channel] = topic
+            self._by_live[topic.live_name.encode()] = topic
+            await self._send_subscribe(topic)
+        topic.sinks.add(sink)
+        try:
+            yield sink
+        finally:
+            topic.sinks.discard(sink)
+            if not topic.sinks and self._topics.get(channel) is topic:
+                del self._topics[channel]
+                del self._by_live[topic.live_name.encode()]
+                await self._send_unsubscribe(topic)
+
+    async def wait_subscribed(self, channel: str) -> None:
+        """Return once Redis confirmed the subscription: nothing published after is missed."""
+        topic = self._topics[channel]
+        await topic.acked.wait()
+
+    async def _send_subscribe(self, topic: Topic) -> None:
+        conn = self._conn
+        if conn is None:
+            return  # the reader subscribes every topic when it (re)connects
+        live = topic.live_name.encode()
+        self._outstanding[live] = self._outstanding.get(live, 0) + 1
+        try:
+            await conn.subscribe(topic.live_name)
+        except CONNECTION_ERRORS as exc:
+            log.debug("subscribe %s failed, the reader will retry: %s", topic.channel, exc)
+
+    async def _send_unsubscribe(self, topic: Topic) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        live = topic.live_name.encode()
+        self._outstanding[live] = self._outstanding.get(live, 0) + 1
+        try:
+            await conn.unsubscribe(topic.live_name)
+        except CONNECTION_ERRORS as exc:
+            log.debug("unsubscribe %s failed: %s", topic.channel, exc)
+
+    # -- the reader --------------------------------------------------------
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self._connect()
+                attempt = 0
+                await self._read_forever()
+            except CONNECTION_ERRORS as exc:
+                self._mark_disconnected()
+                await self._drop_connection()
+                delay = self._delay(attempt)
+                attempt += 1
+                log.warning("redis pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int) -> float:
+        initial, maximum = self._backoff
+        ceiling = min(maximum, initial * 2 ** min(attempt, 20))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _connect(self) -> None:
+        conn = PubSubConnection(self._redis_url)
+        try:
+            await conn.connect()
+        except BaseException:
+            await conn.close()
+            raise
+        self._outstanding.clear()
+        # From here on new topics send their own SUBSCRIBE; the rest are sent below.
+        self._conn = conn
+        topics = list(self._topics.values())
+        for topic in topics:
+            self._outstanding[topic.live_name.encode()] = 1
+        await conn.subscribe(*(topic.live_name for topic in topics))
+        await conn.ping()
+        first = not self.reconnects and not self.messages
+        self.connected.set()
+        if not first:
+            log.info("redis pub/sub reconnected; resyncing %d channels", len(topics))
+        for topic in topics:
+            for sink in topic.sinks:
+                sink.request_resync()
+
+    def _mark_disconnected(self) -> None:
+        if self.connected.is_set():
+            self.reconnects += 1
+        self.connected.clear()
+        for topic in self._topics.values():
+            topic.acked.clear()
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await conn.close()
+
+    async def _read_forever(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        awaiting_pong = False
+        while True:
+            reply = await conn.read(HEALTH_INTERVAL)
+            if reply is None:
+                if awaiting_pong:
+                    raise TimeoutError("no reply to PING")
+                awaiting_pong = True
+                await conn.ping()
+                continue
+            awaiting_pong = False
+            self._handle(reply)
+
+    def _handle(self, reply: Any) -> None:
+        if not isinstance(reply, list):
+            return  # b"PONG" before the first subscription
+        kind = reply[0]
+        if kind == b"message":
+            topic = self._by_live.get(reply[1])
+            if topic is None:
+                return  # arrived after the last local client left
+            self.messages += 1
+            entry = Entry.from_live(topic.channel, decode_live(reply[2]))
+            if not topic.pending:
+                self._dirty.append(topic)
+            topic.pending.append(entry)
+            topic.pending_bytes += len(entry.data)
+            self._schedule_flush()
+        elif kind in (b"subscribe", b"unsubscribe"):
+            live = reply[1]
+            left = self._outstanding.get(live, 1) - 1
+            if left > 0:
+                self._outstanding[live] = left
+                return
+            self._outstanding.pop(live, None)
+            topic = self._by_live.get(live)
+            if topic is not None:
+                topic.acked.set()
+        # b"pong" (list form on a subscribed connection) needs nothing more.
+
+    def _schedule_flush(self) -> None:
+        if self._flush_handle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._flush_interval > 0:
+            self._flush_handle = loop.call_later(self._flush_interval, self._flush)
+        else:
+            self._flush_handle = loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for topic in dirty:
+            batch, size = topic.pending, topic.pending_bytes
+            topic.pending, topic.pending_bytes = [], 0
+            for sink in topic.sinks:
+                sink.push(batch, size)
+
+    # -- introspection -----------------------------------------------------
+
+    def stats(self) -> HubStats:
+        return HubStats(
+            connected=self.connected.is_set(),
+            channels=len(self._topics),
+            sinks=sum(len(topic.sinks) for topic in self._topics.values()),
+            reconnects=self.reconnects,
+            messages=self.messages,
+        )
+
+    def channel_names(self) -> list[str]:
+        return sorted(self._topics)

@@ -1,0 +1,109 @@
+"""Sinks: the hub's bounded hand-off point for one client on one channel.
+
+The hub pushes batches of entries in; the client's channel stream takes
+everything buffered in one call. A sink never grows beyond its limits: the
+client is cut (``SlowConsumer``) and resumes from history instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from enum import Enum
+
+from gateway.entries import Entry
+
+
+class SinkClosed(Exception):
+    """The stream must end; ``reason`` says why (``shutdown`` or ``slow_consumer``)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class SlowConsumer(SinkClosed):
+    def __init__(self) -> None:
+        super().__init__("slow_consumer")
+
+
+class _State(Enum):
+    OPEN = 0
+    OVERFLOWED = 1
+    CLOSED = 2
+
+
+class ChannelSink:
+    """Buffered live entries of one channel for one client."""
+
+    __slots__ = (
+        "_batches",
+        "_bytes",
+        "_count",
+        "_max_bytes",
+        "_max_events",
+        "_resync",
+        "_state",
+        "_waiter",
+        "channel",
+        "close_reason",
+    )
+
+    def __init__(self, channel: str, *, max_events: int, max_bytes: int) -> None:
+        self.channel = channel
+        self._batches: list[Sequence[Entry]] = []
+        self._count = 0
+        self._bytes = 0
+        self._max_events = max_events
+        self._max_bytes = max_bytes
+        self._resync = False
+        self._state = _State.OPEN
+        self._waiter: asyncio.Future[None] | None = None
+        self.close_reason = ""
+
+    def push(self, batch: Sequence[Entry], size: int) -> None:
+        """Add a batch (``size`` payload bytes); called by the hub, never blocks."""
+        if self._state is not _State.OPEN:
+            return
+        self._batches.append(batch)
+        self._count += len(batch)
+        self._bytes += size
+        if self._count > self._max_events or self._bytes > self._max_bytes:
+            self._state = _State.OVERFLOWED
+            self._batches = []  # the client resumes from history; free the memory now
+        self._wake()
+
+    def request_resync(self) -> None:
+        """The live flow may have missed entries (Redis reconnect): re-read history."""
+        self._resync = True
+        self._wake()
+
+    def close(self, reason: str) -> None:
+        """End the stream at its next take (shutdown)."""
+        if self._state is _State.OPEN:
+            self._state = _State.CLOSED
+            self.close_reason = reason
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def take(self) -> tuple[list[Sequence[Entry]], bool]:
+        """Wait for and return (buffered batches, whether a resync was requested)."""
+        while not self._batches and not self._resync and self._state is _State.OPEN:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self._state is _State.OVERFLOWED:
+            raise SlowConsumer
+        if self._state is _State.CLOSED:
+            raise SinkClosed(self.close_reason)
+        batches, resync = self._batches, self._resync
+        self._batches, self._count, self._bytes, self._resync = [], 0, 0, False
+        return batches, resync
