@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from contract.backoff import Backoff
 from contract.wire import NO_ENTRY_ID, Keyspace, read_args, script_source
 from gateway.entries import Entry
+
+log = logging.getLogger(__name__)
 
 PageKey = tuple[str, bytes | None, int]
 
@@ -33,7 +39,10 @@ class Page:
 class HistoryReader:
     """Reads history pages; owns the tasks of reads shared between clients."""
 
-    def __init__(self, redis: Redis, keyspace: Keyspace, *, cache_pages: int) -> None:
+    def __init__(
+        self, redis: Redis, keyspace: Keyspace, *, cache_pages: int, backoff: Backoff | None = None
+    ) -> None:
+        self._backoff = backoff or Backoff()
         self._redis = redis
         self._keyspace = keyspace
         self._script = redis.register_script(script_source("read"))
@@ -63,10 +72,20 @@ class HistoryReader:
 
     async def _read(self, key: PageKey) -> Page:
         channel, after, count = key
-        self.redis_reads += 1
-        tip, raw = await self._script(
-            keys=[self._keyspace.history_key(channel)], args=read_args(after, count)
-        )
+        attempt = 0
+        while True:
+            self.redis_reads += 1
+            try:
+                tip, raw = await self._script(
+                    keys=[self._keyspace.history_key(channel)], args=read_args(after, count)
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Clients stay connected through a Redis outage: wait and read again.
+                delay = self._backoff.delay(attempt)
+                attempt += 1
+                log.warning("history read of %r failed (%s); retry in %.2fs", channel, exc, delay)
+                await asyncio.sleep(delay)
         entries = tuple(Entry.from_history(channel, entry_id, fields) for entry_id, fields in raw)
         page = Page(tip or NO_ENTRY_ID, entries)
         # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.

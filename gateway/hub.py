@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from contract.backoff import Backoff
 from contract.wire import Keyspace, decode_live
 from gateway.entries import Entry
 from gateway.pubsub import PubSubConnection
@@ -76,7 +76,7 @@ class Hub:
         self._max_events = max_buffer_events
         self._max_bytes = max_buffer_bytes
         self._flush_interval = flush_interval
-        self._backoff = (backoff_initial, backoff_max)
+        self._backoff = Backoff(backoff_initial, backoff_max)
         self._topics: dict[str, Topic] = {}
         self._by_live: dict[bytes, Topic] = {}
         self._outstanding: dict[bytes, int] = {}
@@ -180,15 +180,10 @@ class Hub:
             except CONNECTION_ERRORS as exc:
                 self._mark_disconnected()
                 await self._drop_connection()
-                delay = self._delay(attempt)
+                delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("redis pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
-
-    def _delay(self, attempt: int) -> float:
-        initial, maximum = self._backoff
-        ceiling = min(maximum, initial * 2 ** min(attempt, 20))
-        return random.uniform(ceiling / 2, ceiling)
 
     async def _connect(self) -> None:
         conn = PubSubConnection(self._redis_url)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from sse_starlette.sse import AppStatus
 
+from contract.backoff import Backoff
 from contract.wire import Keyspace
 from gateway.history import HistoryReader
 from gateway.hub import Hub
@@ -45,7 +46,12 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
     """Open Redis, the hub and the history reader; close all of them on exit."""
     keyspace = Keyspace(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
-    history = HistoryReader(redis, keyspace, cache_pages=settings.history_cache_pages)
+    history = HistoryReader(
+        redis,
+        keyspace,
+        cache_pages=settings.history_cache_pages,
+        backoff=Backoff(settings.redis_backoff_initial, settings.redis_backoff_max),
+    )
     hub = Hub(
         settings.redis_url,
         keyspace,

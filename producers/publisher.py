@@ -14,10 +14,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from contract.backoff import Backoff
 from contract.channels import validate_channel
 from contract.events import BaseEvent
 from contract.wire import Keyspace, publish_args, script_source
-from producers.backoff import Backoff
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,92 @@
+"""Fixtures: a clean Redis per test, real gateway and producer processes on free ports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProcess
+from tests.support.redis_server import RedisServer, new_redis_server
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def _failed(request: pytest.FixtureRequest) -> bool:
+    report = getattr(request.node, "report_call", None)
+    return report is None or report.failed
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = new_redis_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def _processes(request: pytest.FixtureRequest) -> Iterator[list[ManagedProcess]]:
+    processes: list[ManagedProcess] = []
+    yield processes
+    failed = _failed(request)
+    for process in processes:
+        if failed:
+            print(f"\n----- {process.name} (pid {process.pid}) log -----\n{process.log()[-4000:]}")
+        process.close()
+
+
+@pytest.fixture
+def gateway_factory(
+    redis_url: str, _processes: list[ManagedProcess]
+) -> Callable[..., GatewayProcess]:
+    def start(
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        redis_url: str = redis_url,
+        port: int | None = None,
+    ) -> GatewayProcess:
+        gateway = GatewayProcess(redis_url, env=env, workers=workers, port=port)
+        _processes.append(gateway)
+        return gateway
+
+    return start
+
+
+@pytest.fixture
+def gateway(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
+    return gateway_factory()
+
+
+@pytest.fixture
+def producer_factory(
+    redis_url: str, _processes: list[ManagedProcess]
+) -> Callable[..., ProducerProcess]:
+    def start(kind: str, **options: Any) -> ProducerProcess:
+        producer = ProducerProcess(redis_url, kind, **options)
+        _processes.append(producer)
+        return producer
+
+    return start

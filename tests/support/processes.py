@@ -1,0 +1,121 @@
+"""Gateway and producer processes, started the way a user starts them (python -m ...)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ManagedProcess:
+    """A child process whose output goes to a log file; ended by its own PID only."""
+
+    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.mkstemp(prefix=f"sse-test-{name}-", suffix=".log")[1])
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        self.signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.stop()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+class GatewayProcess(ManagedProcess):
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
+        if workers != 1:
+            args += ["--workers", str(workers)]
+        super().__init__(args, {"REDIS_URL": redis_url, **(env or {})}, name="gateway")
+        self.wait_ready()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log()}")
+
+    def stats(self) -> dict[str, object]:
+        data: dict[str, object] = httpx.get(f"{self.base_url}/stats", timeout=10).json()
+        return data
+
+
+class ProducerProcess(ManagedProcess):
+    def __init__(
+        self,
+        redis_url: str,
+        kind: str,
+        *,
+        message: str = "hello",
+        interval: float = 1.0,
+        count: int | None = None,
+        channel: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        args = [sys.executable, "-m", "producers", kind, "--message", message]
+        args += ["--interval", str(interval)]
+        if count is not None:
+            args += ["--count", str(count)]
+        if channel is not None:
+            args += ["--channel", channel]
+        super().__init__(args, {"REDIS_URL": redis_url, **(env or {})}, name=f"producer-{kind}")
