@@ -41,6 +41,7 @@ class SSEStream:
         self.comments: list[str] = []
         self.frames: asyncio.Queue[Frame | object] = asyncio.Queue()
         self.closed = False
+        self.opening: Frame | None = None
         self._reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -105,9 +106,12 @@ class SSEStream:
 
     async def wait_for_opening(self, timeout: float) -> Frame:
         """The id-only frame every stream starts with: from then on the stream is live."""
+        if self.opening is not None:
+            return self.opening
         frame = await self.next_frame(timeout)
         assert frame.id is not None, f"the first frame has no id: {frame}"
         assert not frame.has_data, f"the first frame carries data: {frame}"
+        self.opening = frame
         return frame
 
     async def drain(self, timeout: float) -> list[Frame]:
@@ -142,7 +146,10 @@ async def sse_connect(
     timeout: float = 20,
     headers: dict[str, str] | None = None,
     expect_status: int = 200,
+    wait_open: bool = True,
 ) -> AsyncIterator[SSEStream]:
+    """Open a stream; by default wait for its opening frame, which the gateway sends once
+    every channel is subscribed: events published after that reach the stream."""
     request_headers = {"Accept": "text/event-stream", **(headers or {})}
     if last_event_id is not None:
         request_headers["Last-Event-ID"] = last_event_id
@@ -157,6 +164,8 @@ async def sse_connect(
             raise AssertionError(f"GET {url} -> {response.status_code}: {body[:300]!r}")
         stream = SSEStream(response)
         try:
+            if wait_open:
+                await stream.wait_for_opening(timeout)
             yield stream
         finally:
             await stream.aclose()
