@@ -61,10 +61,16 @@ class FrameWriter:
     def render(self, items: Sequence[Item]) -> bytes:
         """The frames for items of one channel, advancing the cursor past each."""
         if self._solo:
-            return b"".join(
+            out = b"".join(
                 item.solo_frame() if isinstance(item, Entry) else self._gap_frame(item)
                 for item in items
             )
+            # Later control frames (reconnect, gap) carry the cursor: keep it current,
+            # or a client told to reconnect would resume from its opening position.
+            last = items[-1] if items else None
+            if isinstance(last, Entry):
+                self._positions[0] = last.id
+            return out
         parts = []
         for item in items:
             if isinstance(item, Entry):

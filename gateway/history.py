@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 PageKey = tuple[str, bytes | None, int]
 
+ENTRY_OVERHEAD = 256
+"""Rough bytes of an ``Entry`` object beside its payload and frame."""
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -40,14 +43,22 @@ class HistoryReader:
     """Reads history pages; owns the tasks of reads shared between clients."""
 
     def __init__(
-        self, redis: Redis, keyspace: Keyspace, *, cache_pages: int, backoff: Backoff | None = None
+        self,
+        redis: Redis,
+        keyspace: Keyspace,
+        *,
+        cache_pages: int,
+        cache_bytes: int = 32 * 1024 * 1024,
+        backoff: Backoff | None = None,
     ) -> None:
         self._backoff = backoff or Backoff()
         self._redis = redis
         self._keyspace = keyspace
         self._script = redis.register_script(script_source("read"))
-        self._cache: OrderedDict[PageKey, Page] = OrderedDict()
+        self._cache: OrderedDict[PageKey, tuple[Page, int]] = OrderedDict()
         self._cache_pages = cache_pages
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
         self._inflight: dict[PageKey, asyncio.Task[Page]] = {}
         self.redis_reads = 0
 
@@ -61,7 +72,7 @@ class HistoryReader:
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
-            return cached
+            return cached[0]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._read(key), name=f"history-{channel}")
@@ -90,10 +101,20 @@ class HistoryReader:
         page = Page(tip or NO_ENTRY_ID, entries)
         # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.
         if after is not None and count and len(entries) == count and self._cache_pages:
-            self._cache[key] = page
-            if len(self._cache) > self._cache_pages:
-                self._cache.popitem(last=False)
+            self._remember(key, page)
         return page
+
+    def _remember(self, key: PageKey, page: Page) -> None:
+        # Bounded in bytes as well as pages: pages of large events would otherwise pin
+        # page_size * cache_pages payloads (and their frames) in memory.
+        size = sum(2 * len(entry.data) + ENTRY_OVERHEAD for entry in page.entries)
+        if size > self._cache_bytes or key in self._cache:
+            return
+        self._cache[key] = (page, size)
+        self._cached_bytes += size
+        while len(self._cache) > self._cache_pages or self._cached_bytes > self._cache_bytes:
+            _, (_, evicted) = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted
 
     async def aclose(self) -> None:
         """Cancel and await reads still in flight."""
