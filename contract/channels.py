@@ -11,7 +11,10 @@ import re
 
 MAX_CHANNEL_LENGTH = 64
 CHANNEL_ALPHABET = "letters, digits, '_', '-', '.' and ':'"
-_CHANNEL_RE = re.compile(r"[A-Za-z0-9_.:\-]+")
+_CHANNEL_CHARS = r"A-Za-z0-9_.:\-"
+_CHANNEL_RE = re.compile(f"[{_CHANNEL_CHARS}]+")
+CHANNEL_NAME_PATTERN = f"^[{_CHANNEL_CHARS}]{{1,{MAX_CHANNEL_LENGTH}}}$"
+"""The policy as one anchored regular expression, for API documents (JSON Schema)."""
 
 
 class InvalidChannelName(ValueError):

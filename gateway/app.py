@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from gateway.admission import StreamAdmission
+from gateway.auth import TokenVerifier
+from gateway.cors import install_cors
 from gateway.errors import install_error_handlers
 from gateway.routes import router
 from gateway.runtime import open_runtime
@@ -30,6 +33,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Built here, not per request: a bad key fails the start, not the first subscriber.
+    app.state.auth = TokenVerifier.from_settings(settings)
     install_error_handlers(app)
+    app.add_middleware(StreamAdmission, path="/sse", limit=settings.max_streams)
+    install_cors(app, settings)  # outermost, so that refusals carry CORS headers too
     app.include_router(router)
     return app

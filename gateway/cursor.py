@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from contract.channels import is_valid_channel
+from contract.channels import MAX_CHANNEL_LENGTH, is_valid_channel
 
 EARLIEST: Final = "earliest"
 LIVE: Final = "live"
@@ -29,8 +29,10 @@ LIVE: Final = "live"
 StreamKey = tuple[int, int]
 """A Redis stream id as comparable integers: ``b"17-3"`` -> ``(17, 3)``."""
 
-_ID_RE = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
+# [0-9], not \d: \d would accept other scripts' digits, and int() would read them.
+_ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
 _MAX_ID_PART = 2**64 - 1
+_LONGEST_ID = 2 * len(str(_MAX_ID_PART)) + 1
 
 
 class CursorError(ValueError):
@@ -112,6 +114,12 @@ def format_cursor(positions: Iterable[tuple[str, bytes | str]]) -> str:
     return ",".join(
         f"{name}={pos.decode() if isinstance(pos, bytes) else pos}" for name, pos in positions
     )
+
+
+def longest_cursor(channels: int) -> int:
+    """Length of the longest cursor a subscription of ``channels`` channels can carry."""
+    per_channel = MAX_CHANNEL_LENGTH + 1 + max(_LONGEST_ID, len(EARLIEST))
+    return channels * per_channel + (channels - 1)
 
 
 def printable_prefix(text: str, limit: int = 80) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
@@ -37,9 +38,50 @@ class TooManyChannels(GatewayError):
     code = "too_many_channels"
 
 
+class RepeatedParameter(GatewayError):
+    code = "repeated_parameter"
+
+
 class TooManyStreams(GatewayError):
     status_code = 503
     code = "too_many_streams"
+
+
+class MissingToken(GatewayError):
+    """Auth is on and the request carries no token."""
+
+    status_code = 401
+    code = "token_missing"
+
+
+class InvalidToken(GatewayError):
+    """A token that is malformed, badly signed, or fails a claim check."""
+
+    status_code = 401
+    code = "token_invalid"
+
+
+class ExpiredToken(InvalidToken):
+    code = "token_expired"
+
+
+class ChannelForbidden(GatewayError):
+    """A valid token whose channel claim does not cover a requested channel."""
+
+    status_code = 403
+    code = "channel_forbidden"
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    hint: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """The JSON body of every 4xx/5xx answer (documented in the OpenAPI schema)."""
+
+    error: ErrorDetail
 
 
 def error_body(code: str, message: str, hint: str = "") -> dict[str, dict[str, str]]:
@@ -49,13 +91,18 @@ def error_body(code: str, message: str, hint: str = "") -> dict[str, dict[str, s
     return {"error": body}
 
 
-async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GatewayError)
+def error_response(exc: GatewayError) -> JSONResponse:
+    """The HTTP answer to ``exc``: its status, headers and JSON body."""
     return JSONResponse(
         error_body(exc.code, exc.message, exc.hint),
         status_code=exc.status_code,
         headers=exc.headers,
     )
+
+
+async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
@@ -10,10 +11,17 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse
 
-from contract.channels import InvalidChannelName, validate_channel
+from contract.channels import CHANNEL_NAME_PATTERN, InvalidChannelName, validate_channel
 from contract.events import BaseEvent, event_schemas
+from gateway.auth import TokenVerifier
 from gateway.cursor import CursorError, parse_cursor, printable_prefix
-from gateway.errors import InvalidChannel, NoChannels, TooManyChannels, TooManyStreams
+from gateway.errors import (
+    ErrorBody,
+    InvalidChannel,
+    NoChannels,
+    RepeatedParameter,
+    TooManyChannels,
+)
 from gateway.frames import cursor_invalid_notice
 from gateway.runtime import Runtime
 from gateway.subscription import subscription_frames
@@ -26,7 +34,9 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-def validate_channels(raw: list[str], max_channels: int) -> list[str]:
+def validate_channels(
+    raw: list[str], max_channels: int, pattern: re.Pattern[str] | None = None
+) -> list[str]:
     """Deduplicated, sorted, validated channel names (sorted keeps cursors canonical)."""
     if not raw:
         raise NoChannels(
@@ -46,19 +56,60 @@ def validate_channels(raw: list[str], max_channels: int) -> list[str]:
             raise InvalidChannel(
                 str(exc), "channel names are 1-64 of A-Z a-z 0-9 _ - . :"
             ) from None
+        if pattern is not None and pattern.fullmatch(name) is None:
+            raise InvalidChannel(
+                f"channel {name!r} is not served here: names must match {pattern.pattern!r}",
+                "subscribe to a channel this gateway serves (SSE_CHANNEL_PATTERN)",
+            )
     return channels
+
+
+def reject_repeats(request: Request, *names: str) -> None:
+    """400 for a single-valued query parameter given twice (FastAPI would keep the last)."""
+    for name in names:
+        count = len(request.query_params.getlist(name))
+        if count > 1:
+            raise RepeatedParameter(
+                f"query parameter {name!r} is given {count} times", f"give {name} once"
+            )
+
+
+# Declared by hand: the route checks the channels itself (for its 400s with hints), so
+# FastAPI would document the parameter as optional and unconstrained.
+CHANNEL_PARAMETER: dict[str, Any] = {
+    "name": "channel",
+    "in": "query",
+    "required": True,
+    "style": "form",
+    "explode": True,
+    "description": "A channel to subscribe to; repeat for several "
+    "(at most SSE_MAX_CHANNELS, default 16; names may be narrowed by SSE_CHANNEL_PATTERN).",
+    "schema": {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "pattern": CHANNEL_NAME_PATTERN},
+    },
+}
+
+
+def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorBody} for status in statuses}
 
 
 @router.get(
     "/sse",
     summary="Open an SSE stream over one or more channels",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        **_error_responses(400, 401, 403, 422, 503),
+    },
+    openapi_extra={"parameters": [CHANNEL_PARAMETER]},
 )
 async def sse(
     request: Request,
     channel: Annotated[
-        list[str], Query(description="A channel to subscribe to; repeat for several.")
+        list[str], Query(include_in_schema=False)  # documented in CHANNEL_PARAMETER
     ] = [],  # noqa: B006 - FastAPI copies query defaults
     last_event_id: Annotated[
         str | None,
@@ -68,16 +119,21 @@ async def sse(
         ),
     ] = None,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    token: Annotated[
+        str | None,
+        Query(
+            description="Subscriber JWT, for EventSource which cannot send headers "
+            "(only read when auth is configured; `Authorization: Bearer` is preferred)."
+        ),
+    ] = None,
 ) -> EventSourceResponse:
     runtime = _runtime(request)
     settings = runtime.settings
-    channels = validate_channels(channel, settings.max_channels)
-    if runtime.streams.open >= settings.max_streams:
-        raise TooManyStreams(
-            f"this gateway holds its maximum of {settings.max_streams} streams",
-            "retry later or on another replica",
-            headers={"Retry-After": "1"},
-        )
+    reject_repeats(request, "last_event_id", "token")
+    channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
+    auth: TokenVerifier | None = request.app.state.auth
+    if auth is not None:
+        auth.authorize(request, token, channels)
     raw_cursor = last_event_id_header if last_event_id_header is not None else last_event_id
     notices: list[BaseEvent[Any]] = []
     try:
@@ -138,7 +194,10 @@ async def stats(request: Request) -> dict[str, Any]:
             "subscribers": hub.sinks,
             "reconnects": hub.reconnects,
             "messages": hub.messages,
-            "channel_names": runtime.hub.channel_names()[:100],
+            # With auth on, channel names may be private: /stats then shows only counts.
+            "channel_names": (
+                runtime.hub.channel_names()[:100] if request.app.state.auth is None else None
+            ),
         },
         "history": {"redis_reads": runtime.history.redis_reads},
         "tasks": len(asyncio.all_tasks()),

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.auth import MIN_HS256_SECRET_BYTES, load_rs256_public_key
+from gateway.cursor import longest_cursor
+
+# An origin as browsers send it: scheme://host[:port], no path.
+_ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
 class GatewaySettings(BaseSettings):
@@ -35,6 +46,37 @@ class GatewaySettings(BaseSettings):
     max_streams: int = Field(
         default=50_000, ge=1, description="Most open streams per process (503 beyond)."
     )
+    channel_pattern: re.Pattern[str] | None = Field(
+        default=None,
+        description="Regular expression every subscribed channel name must match in full "
+        "(on top of the fixed alphabet); unset: any valid name.",
+    )
+    auth_hs256_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 key for subscriber JWTs (32+ bytes); setting a key turns auth on.",
+    )
+    auth_rs256_public_key: str | None = Field(
+        default=None,
+        description="RS256 public key for subscriber JWTs: PEM text or a path to a PEM file.",
+    )
+    auth_audience: str | None = Field(default=None, description="Required JWT `aud`.")
+    auth_issuer: str | None = Field(default=None, description="Required JWT `iss`.")
+    auth_cookie: str = Field(
+        default="sse_token",
+        pattern=r"^[A-Za-z0-9_\-.]{1,64}$",
+        description="Cookie that may carry the JWT.",
+    )
+    auth_channels_claim: str = Field(
+        default="channels", min_length=1, description="JWT claim listing the readable channels."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to read streams cross-origin (comma-separated or a JSON "
+        "list; `*` for any); empty: CORS off.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False, description="Let cross-origin pages send cookies (for cookie tokens)."
+    )
     client_buffer_events: int = Field(
         default=5_000, ge=1, description="Events buffered per client and channel before it is cut."
     )
@@ -55,6 +97,11 @@ class GatewaySettings(BaseSettings):
     history_cache_pages: int = Field(
         default=256, ge=0, description="Full history pages kept for clients resuming alike."
     )
+    history_cache_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=0,
+        description="Bytes (payloads and their frames) the history page cache may hold.",
+    )
     send_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
     )
@@ -63,3 +110,73 @@ class GatewaySettings(BaseSettings):
     )
     redis_backoff_initial: float = Field(default=0.05, gt=0)
     redis_backoff_max: float = Field(default=2.0, gt=0)
+
+    @field_validator("max_cursor_length")
+    @classmethod
+    def _fits_own_cursors(cls, value: int, info: ValidationInfo) -> int:
+        # Else a client on many channels could not resume from a cursor this gateway gave it.
+        channels = info.data.get("max_channels")
+        if channels is not None and value < longest_cursor(channels):
+            raise ValueError(
+                f"{value} is too short for the cursor of SSE_MAX_CHANNELS={channels} channels; "
+                f"set it to at least {longest_cursor(channels)}"
+            )
+        return value
+
+    @field_validator("auth_hs256_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # RFC 7518 3.2: an HS256 key must be at least as long as the hash, 256 bits.
+        if value is not None and len(value.get_secret_value().encode()) < MIN_HS256_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_HS256_SECRET_BYTES} bytes long; "
+                "make one with: openssl rand -hex 32"
+            )
+        return value
+
+    @field_validator("auth_rs256_public_key")
+    @classmethod
+    def _read_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if "-----BEGIN" in value:
+            # Environments often carry PEM with its newlines escaped.
+            pem = value if "\n" in value else value.replace("\\n", "\n")
+        else:
+            try:
+                pem = Path(value).read_text()
+            except OSError as exc:
+                raise ValueError(f"cannot read PEM file {value!r}: {exc.strerror}") from None
+        load_rs256_public_key(pem)
+        return pem
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and _ORIGIN_RE.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: use scheme://host[:port] with no path or "
+                    "trailing slash, like https://app.example.com"
+                )
+        return value
+
+    @field_validator("cors_allow_credentials")
+    @classmethod
+    def _no_credentials_for_everyone(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and "*" in info.data.get("cors_origins", []):
+            raise ValueError(
+                "with SSE_CORS_ORIGINS='*' every site could read streams with its visitors' "
+                "cookies; list the allowed origins instead"
+            )
+        return value

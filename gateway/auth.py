@@ -1,0 +1,215 @@
+"""Optional subscriber auth: a JWT that lists the channels its holder may read.
+
+Off unless a key is configured (``SSE_AUTH_HS256_SECRET`` and/or
+``SSE_AUTH_RS256_PUBLIC_KEY``). The token comes from, in this order, an
+``Authorization: Bearer`` header, a ``token`` query parameter (EventSource
+cannot set headers), or the ``SSE_AUTH_COOKIE`` cookie.
+
+Each key verifies exactly one algorithm: the token's ``alg`` header picks the
+key and PyJWT is told to accept only that algorithm for it, so ``alg: none``
+and alg confusion (an HS256 token "signed" with the RSA public key) fail.
+Tokens must carry ``exp``; ``aud`` and ``iss`` are checked when configured.
+
+The channel claim (``channels`` by default) is a list of exact channel names
+and prefix patterns ending in ``*``: ``["echo", "room.*"]`` grants ``echo``,
+``room.1`` and ``room.lobby``; ``["*"]`` grants every channel.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from starlette.requests import Request
+
+from contract.channels import is_valid_channel
+from gateway.errors import ChannelForbidden, ExpiredToken, InvalidToken, MissingToken
+
+if TYPE_CHECKING:
+    from gateway.settings import GatewaySettings
+
+MAX_TOKEN_LENGTH = 8192
+MIN_RSA_BITS = 2048
+MIN_HS256_SECRET_BYTES = 32
+_REALM = 'Bearer realm="redis-sse-gateway"'
+# A pattern's fixed part uses the channel alphabet, so it can only match real names.
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{0,63}")
+
+
+def load_rs256_public_key(pem: str) -> RSAPublicKey:
+    """An RSA public key from PEM text; ValueError says what is wrong with it."""
+    try:
+        key = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a PEM public key ({exc})") from None
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError(f"an RSA key is needed for RS256, this is a {type(key).__name__}")
+    if key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"the RSA key has {key.key_size} bits, at least {MIN_RSA_BITS} are needed")
+    return key
+
+
+@dataclass(frozen=True)
+class ChannelGrant:
+    """The channels a token may read: exact names and name prefixes."""
+
+    exact: frozenset[str]
+    prefixes: tuple[str, ...]
+
+    @classmethod
+    def from_claim(cls, claim: object) -> ChannelGrant:
+        """Parse the claim's value; ValueError says what is wrong with it."""
+        if not isinstance(claim, list) or not all(isinstance(item, str) for item in claim):
+            raise ValueError("it must be a list of strings")
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for item in claim:
+            if item.endswith("*") and _PREFIX_RE.fullmatch(item[:-1]):
+                prefixes.append(item[:-1])
+            elif is_valid_channel(item):
+                exact.add(item)
+            else:
+                raise ValueError(
+                    f"{item[:80]!r} is neither a channel name nor a prefix pattern like 'room.*'"
+                )
+        return cls(frozenset(exact), tuple(prefixes))
+
+    def allows(self, channel: str) -> bool:
+        return channel in self.exact or channel.startswith(self.prefixes)
+
+    def describe(self) -> str:
+        items = sorted(self.exact) + [f"{prefix}*" for prefix in self.prefixes]
+        return ", ".join(items) or "no channel"
+
+
+class TokenVerifier:
+    """Checks subscription tokens against the configured keys; one per app."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, Any],
+        *,
+        audience: str | None = None,
+        issuer: str | None = None,
+        claim: str = "channels",
+        cookie: str = "sse_token",
+    ) -> None:
+        if not keys:
+            raise ValueError("a TokenVerifier needs at least one key")
+        self._keys = dict(keys)
+        self._audience = audience
+        self._issuer = issuer
+        self._claim = claim
+        self.cookie = cookie
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> TokenVerifier | None:
+        """The verifier the settings configure, or None when auth is off."""
+        keys: dict[str, Any] = {}
+        if settings.auth_hs256_secret is not None:
+            keys["HS256"] = settings.auth_hs256_secret.get_secret_value().encode()
+        if settings.auth_rs256_public_key is not None:
+            keys["RS256"] = load_rs256_public_key(settings.auth_rs256_public_key)
+        if not keys:
+            return None
+        return cls(
+            keys,
+            audience=settings.auth_audience,
+            issuer=settings.auth_issuer,
+            claim=settings.auth_channels_claim,
+            cookie=settings.auth_cookie,
+        )
+
+    def token_from(self, request: Request, query_token: str | None) -> str:
+        """The request's token: Authorization header, then ``token`` query, then cookie."""
+        authorization = request.headers.get("authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidToken(
+                    "the Authorization header is not of the form 'Bearer <token>'",
+                    "send 'Authorization: Bearer <jwt>'",
+                    headers={"WWW-Authenticate": f'{_REALM}, error="invalid_request"'},
+                )
+            return token.strip()
+        token = query_token or request.cookies.get(self.cookie, "")
+        if not token:
+            raise MissingToken(
+                "this gateway needs a token to subscribe",
+                "send 'Authorization: Bearer <jwt>', add ?token=<jwt> to the URL, "
+                f"or set the {self.cookie!r} cookie",
+                headers={"WWW-Authenticate": _REALM},
+            )
+        return token
+
+    def verify(self, token: str) -> ChannelGrant:
+        """The channels a valid token grants; raises InvalidToken (401) otherwise."""
+        if len(token) > MAX_TOKEN_LENGTH:
+            raise _invalid(f"the token is {len(token)} characters long, at most {MAX_TOKEN_LENGTH}")
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise _invalid(f"the token is not a JWT: {exc}") from None
+        if not isinstance(alg, str) or alg not in self._keys:
+            raise _invalid(
+                f"the token is signed with alg {alg!r}; "
+                f"this gateway accepts {' and '.join(sorted(self._keys))} only"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys[alg],
+                algorithms=[alg],  # pinned per key: the header cannot pick another algorithm
+                audience=self._audience,
+                issuer=self._issuer,
+                options={"require": ["exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ExpiredToken(
+                "the token has expired",
+                "get a new token and reconnect with it",
+                headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+            ) from None
+        except jwt.InvalidSignatureError:
+            raise _invalid("the token's signature does not match this gateway's key") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _invalid(f"the token has no {exc.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            expected = repr(self._audience) if self._audience else "none (SSE_AUTH_AUDIENCE unset)"
+            raise _invalid(f"the token's 'aud' claim does not match; expected {expected}") from None
+        except jwt.InvalidIssuerError:
+            raise _invalid(f"the token's 'iss' claim is not {self._issuer!r}") from None
+        except jwt.InvalidTokenError as exc:
+            raise _invalid(f"the token is invalid: {exc}") from None
+        if self._claim not in claims:
+            raise _invalid(f"the token has no {self._claim!r} claim listing its channels")
+        try:
+            return ChannelGrant.from_claim(claims[self._claim])
+        except ValueError as exc:
+            raise _invalid(f"the token's {self._claim!r} claim is malformed: {exc}") from None
+
+    def authorize(self, request: Request, query_token: str | None, channels: Sequence[str]) -> None:
+        """Raise 401 unless the request holds a valid token, 403 unless it grants ``channels``."""
+        grant = self.verify(self.token_from(request, query_token))
+        refused = [channel for channel in channels if not grant.allows(channel)]
+        if refused:
+            raise ChannelForbidden(
+                f"the token does not grant channel{'s' if len(refused) > 1 else ''} "
+                f"{', '.join(map(repr, refused))}; it grants {grant.describe()}",
+                f"subscribe only to channels the token's {self._claim!r} claim covers, "
+                "or get a token that covers these",
+                headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope"'},
+            )
+
+
+def _invalid(message: str) -> InvalidToken:
+    return InvalidToken(
+        message,
+        "get a token signed by this gateway's issuer and send it as 'Authorization: Bearer <jwt>'",
+        headers={"WWW-Authenticate": f'{_REALM}, error="invalid_token"'},
+    )
