@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 import sse_starlette  # noqa: F401 - installs its SIGTERM hook before uvicorn captures signals
 import uvicorn
@@ -78,6 +80,10 @@ def load_settings() -> GatewaySettings:
     return settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -85,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"python -m gateway: error: {exc}", file=sys.stderr)
         return 2
+    # uvicorn (>= 0.29) re-raises the SIGTERM it handled once its graceful shutdown is done,
+    # with the handler it found at start: the default one would end a cleanly drained
+    # process with status 143. This one makes that exit (and a SIGTERM before uvicorn
+    # takes over) status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "gateway.app:create_app",
         factory=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
         redis,
         keyspace,
         cache_pages=settings.history_cache_pages,
+        cache_bytes=settings.history_cache_bytes,
         backoff=Backoff(settings.redis_backoff_initial, settings.redis_backoff_max),
     )
     hub = Hub(
@@ -89,8 +91,23 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
 
 
 async def _watch_shutdown(runtime: Runtime) -> None:
-    """Drain as soon as the server is told to exit (sse-starlette's AppStatus sees SIGTERM)."""
-    # AppStatus is a plain flag set from uvicorn's signal handler: there is nothing to await.
-    while not AppStatus.should_exit:  # noqa: ASYNC110
+    """Drain as soon as the server is told to exit (SIGTERM or SIGINT)."""
+    # Both sources are plain flags set from uvicorn's signal handler: there is nothing to await.
+    while not server_exiting():  # noqa: ASYNC110
         await asyncio.sleep(SHUTDOWN_POLL)
     runtime.drain()
+
+
+def server_exiting() -> bool:
+    """Whether uvicorn has been told to exit.
+
+    sse-starlette's ``AppStatus`` flag is set by its patch of uvicorn's ``Server.handle_exit``,
+    which only takes hold when sse-starlette is imported before uvicorn installs its signal
+    handlers. A ``--workers`` child imports the app afterwards, so the flag stays unset there;
+    the server behind the installed SIGTERM handler is asked too (sse-starlette's own watcher
+    does the same, sysid/sse-starlette#132).
+    """
+    if AppStatus.should_exit:
+        return True
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from tests.support.nginx import NginxProcess
 from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProcess
 from tests.support.redis_server import RedisServer, new_redis_server
 
@@ -88,5 +89,17 @@ def producer_factory(
         producer = ProducerProcess(redis_url, kind, **options)
         _processes.append(producer)
         return producer
+
+    return start
+
+
+@pytest.fixture
+def nginx_factory(_processes: list[ManagedProcess]) -> Callable[[list[str]], NginxProcess]:
+    """Debian's nginx with the shipped deploy/nginx/nginx.conf, in front of ``host:port``s."""
+
+    def start(upstreams: list[str]) -> NginxProcess:
+        nginx = NginxProcess(upstreams)
+        _processes.append(nginx)
+        return nginx
 
     return start

@@ -1,0 +1,227 @@
+"""The deployment files: docker-compose.yml, Dockerfile and the nginx configuration.
+
+No Docker engine runs here, so the containers are not started. What can be checked
+without one is: the compose file names the services, images, ports and healthchecks
+the design asks for; its commands are accepted by our own command lines; the
+healthcheck one-liner works against a real gateway; the Dockerfile runs as a non-root
+user; and Debian's nginx accepts the shipped configuration (``nginx -t``).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.cli import build_parser as gateway_parser
+from producers.cli import build_parser as producer_parser
+from tests.support.nginx import NGINX_CONF, UPSTREAM_SERVER, check_config, render_config
+from tests.support.ports import free_port
+from tests.support.processes import ROOT, GatewayProcess
+
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services: dict[str, Any] = compose["services"]
+    return services
+
+
+def gateway_names(services: dict[str, Any]) -> list[str]:
+    return sorted(name for name in services if re.fullmatch(r"gateway-\d+", name))
+
+
+def env(service: dict[str, Any]) -> dict[str, str]:
+    environment = service.get("environment", {})
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    return {key: str(value) for key, value in environment.items()}
+
+
+def depends_on_healthy(service: dict[str, Any], other: str) -> bool:
+    depends = service.get("depends_on", {})
+    return isinstance(depends, dict) and depends.get(other, {}).get("condition") == (
+        "service_healthy"
+    )
+
+
+def healthcheck_argv(service: dict[str, Any]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    if isinstance(test, str):
+        return ["sh", "-c", test]
+    assert test[0] in ("CMD", "CMD-SHELL"), test
+    return test[1:] if test[0] == "CMD" else ["sh", "-c", test[1]]
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)", duration)
+    assert match, f"unexpected duration {duration!r}"
+    return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
+
+
+def test_compose_names_every_service(services: dict[str, Any]) -> None:
+    assert {"redis", "producer-echo", "producer-reverse-echo", "nginx"} <= set(services)
+    assert len(gateway_names(services)) >= 2, "at least two gateway replicas"
+
+
+def test_compose_redis_keeps_history_with_aof_and_has_a_healthcheck(
+    services: dict[str, Any],
+) -> None:
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:7")
+    command = redis["command"]
+    command = shlex.split(command) if isinstance(command, str) else command
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert any(volume.endswith(":/data") for volume in redis["volumes"]), "AOF on a volume"
+    assert healthcheck_argv(redis) == ["redis-cli", "ping"]
+
+
+def test_compose_app_services_share_one_image_and_wait_for_redis(
+    services: dict[str, Any],
+) -> None:
+    app_services = ["producer-echo", "producer-reverse-echo", *gateway_names(services)]
+    images = {services[name]["image"] for name in app_services}
+    builds = {services[name]["build"] for name in app_services}
+    assert len(images) == 1, f"one image for gateway and producers, found {images}"
+    assert builds == {"."}
+    for name in app_services:
+        service = services[name]
+        assert env(service)["REDIS_URL"] == "redis://redis:6379/0", name
+        assert depends_on_healthy(service, "redis"), name
+
+
+def test_compose_producer_commands_are_accepted_by_the_producer_cli(
+    services: dict[str, Any],
+) -> None:
+    for name, kind in (("producer-echo", "echo"), ("producer-reverse-echo", "reverse-echo")):
+        command = services[name]["command"]
+        assert command[:3] == ["python", "-m", "producers"], command
+        assert producer_parser().parse_args(command[3:]).kind == kind
+
+
+def test_compose_gateways_check_readiness_and_get_time_to_drain(
+    services: dict[str, Any],
+) -> None:
+    for name in gateway_names(services):
+        gateway = services[name]
+        command = gateway["command"]
+        assert command[:3] == ["python", "-m", "gateway"], command
+        args = gateway_parser().parse_args(command[3:])
+        assert (args.host, args.port) == ("0.0.0.0", 8000)
+        assert "ports" not in gateway, "only nginx is published"
+        assert "/readyz" in " ".join(healthcheck_argv(gateway))
+        grace = float(env(gateway).get("SSE_SHUTDOWN_GRACE_PERIOD", "5"))
+        # uvicorn waits for the drain up to grace + 2s (gateway/cli.py) before it gives up.
+        assert seconds(gateway["stop_grace_period"]) > grace + 2, name
+
+
+def test_compose_nginx_is_published_on_one_port_with_the_shipped_config(
+    services: dict[str, Any],
+) -> None:
+    nginx = services["nginx"]
+    assert nginx["image"].startswith("nginx:")
+    assert nginx["ports"] == ["8080:8080"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in nginx["volumes"]}
+    assert (ROOT / mounts["/etc/nginx/nginx.conf"]).resolve() == NGINX_CONF
+    for name in gateway_names(services):
+        assert depends_on_healthy(nginx, name), name
+    published = [name for name, service in services.items() if service.get("ports")]
+    assert published == ["nginx"]
+
+
+def test_nginx_upstream_lists_exactly_the_compose_gateways(services: dict[str, Any]) -> None:
+    servers = re.findall(r"^\s*server\s+(gateway-\d+):8000\b", NGINX_CONF.read_text(), re.M)
+    assert sorted(servers) == gateway_names(services)
+    assert len(UPSTREAM_SERVER.findall(NGINX_CONF.read_text())) == len(servers)
+
+
+def directives(text: str, name: str) -> list[str]:
+    """Arguments of every ``name ...;`` directive, comments stripped."""
+    code = re.sub(r"#[^\n]*", "", text)
+    return [args.strip() for args in re.findall(rf"(?<![\w$]){name}\s+([^;{{]*);", code)]
+
+
+def sse_location(text: str) -> str:
+    match = re.search(r"location /sse \{(.*?)\}", re.sub(r"#[^\n]*", "", text), re.S)
+    assert match, "no `location /sse` block"
+    return match[1]
+
+
+def test_nginx_config_is_ready_for_server_sent_events() -> None:
+    text = NGINX_CONF.read_text()
+    location = sse_location(text)
+    assert directives(location, "proxy_buffering") == ["off"]
+    assert directives(location, "proxy_cache") == ["off"]
+    assert directives(text, "proxy_http_version") == ["1.1"]
+    assert 'Connection ""' in directives(text, "proxy_set_header")
+    assert "Last-Event-ID $http_last_event_id" in directives(text, "proxy_set_header")
+    # A location with its own proxy_set_header would silently drop the server-level ones.
+    assert directives(location, "proxy_set_header") == []
+    (read_timeout,) = directives(location, "proxy_read_timeout")
+    assert read_timeout.endswith("h") or seconds(read_timeout) >= 60
+    assert "error" in directives(text, "proxy_next_upstream")[0].split()
+    for sticky in ("ip_hash", "hash", "sticky"):
+        assert not directives(text, sticky), f"{sticky}: replicas need no stickiness"
+
+
+def test_nginx_accepts_the_shipped_config(tmp_path: Path) -> None:
+    (tmp_path / "tmp").mkdir()
+    config = tmp_path / "nginx.conf"
+    upstreams = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
+    config.write_text(render_config(upstreams, f"127.0.0.1:{free_port()}", tmp_path))
+    result = check_config(config, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_nginx_rejects_a_broken_config(tmp_path: Path) -> None:
+    """The check above can fail: a config nginx does not understand is reported."""
+    (tmp_path / "tmp").mkdir()
+    broken = tmp_path / "source.conf"
+    broken.write_text(NGINX_CONF.read_text().replace("proxy_buffering off;", "proxy_buffering;"))
+    config = tmp_path / "nginx.conf"
+    upstreams = ["127.0.0.1:1", "127.0.0.1:2"]
+    config.write_text(render_config(upstreams, "127.0.0.1:3", tmp_path, source=broken))
+    result = check_config(config, tmp_path)
+    assert result.returncode != 0
+    assert "proxy_buffering" in result.stderr
+
+
+def test_compose_gateway_healthcheck_passes_on_a_ready_gateway_and_fails_without_one(
+    services: dict[str, Any], gateway: GatewayProcess
+) -> None:
+    argv = healthcheck_argv(services["gateway-1"])
+    assert argv[0] == "python"
+    ready = [sys.executable, *(arg.replace(":8000/", f":{gateway.port}/") for arg in argv[1:])]
+    assert subprocess.run(ready, capture_output=True, timeout=20).returncode == 0
+    nothing = [sys.executable, *(arg.replace(":8000/", f":{free_port()}/") for arg in argv[1:])]
+    assert subprocess.run(nothing, capture_output=True, timeout=20).returncode != 0
+
+
+def test_dockerfile_builds_one_slim_non_root_image() -> None:
+    lines = [
+        line.strip()
+        for line in DOCKERFILE.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    froms = [line.split()[1] for line in lines if line.upper().startswith("FROM ")]
+    assert froms, "no FROM"
+    assert all(image.startswith("python:3.11-slim") for image in froms), froms
+    assert any(re.search(r"pip install\b.*\s\.$", line) for line in lines), "installs the project"
+    users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
+    assert users, "no USER: the image would run as root"
+    assert users[-1].split(":")[0] not in ("root", "0")
+    (cmd,) = [line for line in lines if line.upper().startswith("CMD ")]
+    assert cmd.startswith('CMD ["python", "-m", "gateway"'), "exec form, the gateway by default"
+    ignored = DOCKERIGNORE.read_text().split()
+    assert {".git", ".venv"} <= set(ignored)
