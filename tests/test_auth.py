@@ -11,8 +11,6 @@ import base64
 import hashlib
 import hmac
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contract.events import Echo, EchoPayload
 from producers.publisher import Publisher
-from tests.support.processes import ROOT, GatewayProcess
+from tests.support.processes import GatewayProcess, run_cli
 from tests.support.redis_server import RedisServer
 from tests.support.sse import sse_connect, sse_url
 from tests.support.standalone import standalone_gateway
@@ -353,15 +351,7 @@ def test_auth_is_off_without_a_key(gateway: GatewayProcess) -> None:
 def test_a_bad_key_setting_stops_the_gateway_with_one_line(
     env: dict[str, str], expected: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", **env},
-        check=False,
-    )
+    result = run_cli("gateway", "--port", "1", env=env, inherit_env=False)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert expected in result.stderr

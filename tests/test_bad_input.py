@@ -4,13 +4,11 @@ open the stream anyway (EventSource would give up for good after an HTTP error).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import httpx
 import pytest
 
+from tests.support.processes import run_cli
 from tests.support.sse import sse_connect
 
 
@@ -61,19 +59,6 @@ async def test_a_malformed_last_event_id_opens_the_stream_and_says_so(gateway, c
     assert payload["starting_from"] == "live"
     assert payload["reason"]
     assert len(payload["value"]) <= 80
-
-
-def run_cli(
-    module: str, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 @pytest.mark.parametrize(

@@ -9,22 +9,20 @@ receives every event exactly once, in order, through the other one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 
-from producers.publisher import Publisher
 from tests.support.assertions import (
     assert_cursors_never_move_backwards,
     assert_exactly,
     messages,
     numbered,
-    publish_numbered,
+    publishing_in_background,
 )
 from tests.support.eventsource import EventSourceClient
 from tests.support.nginx import NginxProcess
@@ -51,27 +49,6 @@ def cluster(
     gateways = [gateway_factory(env=GATEWAY_ENV) for _ in range(2)]
     nginx = nginx_factory([f"127.0.0.1:{gateway.port}" for gateway in gateways])
     return gateways, nginx
-
-
-@contextlib.asynccontextmanager
-async def publishing(redis_url: str) -> AsyncIterator[asyncio.Task[None]]:
-    """Publish msg-0.. on both channels, one pair every PUBLISH_INTERVAL, in the background."""
-
-    async def run() -> None:
-        async with Publisher.from_url(redis_url) as publisher:
-            for number in range(EVENTS):
-                await publish_numbered(publisher, "echo", [number])
-                await publish_numbered(publisher, "reverse_echo", [number], reverse=True)
-                await asyncio.sleep(PUBLISH_INTERVAL)
-
-    task = asyncio.create_task(run())
-    try:
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def open_streams(gateways: list[GatewayProcess]) -> list[int]:
@@ -122,7 +99,9 @@ async def stream_through_failover(
         # Any replica may hold any stream; stop the one that holds the most.
         victim = gateways[counts.index(max(counts))]
         survivor = gateways[1 - gateways.index(victim)]
-        async with publishing(redis_url) as publisher:
+        async with publishing_in_background(
+            redis_url, CHANNELS, count=EVENTS, interval=PUBLISH_INTERVAL
+        ) as publisher:
             await wait_for_events(clients, 2 * EVENTS // 4, timeout=30)
             stopped_at = asyncio.get_running_loop().time()
             stop(victim)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +22,7 @@ from gateway.cursor import longest_cursor
 from gateway.settings import GatewaySettings
 from producers.publisher import Publisher
 from tests.support.assertions import messages, numbered, publish_numbered
-from tests.support.processes import ROOT, GatewayProcess
+from tests.support.processes import GatewayProcess, run_cli
 from tests.support.sse import sse_connect, sse_url
 from tests.support.standalone import standalone_gateway
 
@@ -217,15 +215,7 @@ def test_the_default_cursor_limit_holds_the_longest_cursor_of_the_default_channe
 
 
 def test_a_cursor_limit_too_short_for_the_channel_limit_stops_the_gateway() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "SSE_MAX_CHANNELS": "64"},
-        check=False,
-    )
+    result = run_cli("gateway", "--port", "1", env={"SSE_MAX_CHANNELS": "64"}, inherit_env=False)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert "SSE_MAX_CURSOR_LENGTH" in result.stderr

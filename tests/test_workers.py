@@ -9,21 +9,19 @@ supervisor exits 0.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import psutil
 
-from producers.publisher import Publisher
 from tests.support.assertions import (
     assert_cursors_never_move_backwards,
     assert_exactly,
     messages,
     numbered,
-    publish_numbered,
+    publishing_in_background,
 )
 from tests.support.processes import GatewayProcess
 from tests.support.raw_streams import open_many
@@ -75,24 +73,6 @@ def client_port(stream: SSEStream) -> int:
     return port
 
 
-@contextlib.asynccontextmanager
-async def publishing(redis_url: str, channel: str) -> AsyncIterator[asyncio.Task[None]]:
-    async def run() -> None:
-        async with Publisher.from_url(redis_url) as publisher:
-            for number in range(EVENTS):
-                await publish_numbered(publisher, channel, [number])
-                await asyncio.sleep(0.01)
-
-    task = asyncio.create_task(run())
-    try:
-        yield task
-    finally:
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_two_workers_serve_and_resume_each_others_streams(
     gateway_factory: Callable[..., GatewayProcess], redis_url: str
 ) -> None:
@@ -101,7 +81,9 @@ async def test_two_workers_serve_and_resume_each_others_streams(
     events: list[Frame] = []
     served_by: list[int] = []
     last_id = "earliest"  # the whole history of a fresh Redis: nothing can be missed
-    async with publishing(redis_url, "echo") as publisher:
+    async with publishing_in_background(
+        redis_url, ["echo"], count=EVENTS, interval=0.01
+    ) as publisher:
         # Disconnect after a few events and resume with Last-Event-ID, until every event
         # has arrived and both workers have served some of the connections.
         while len(events) < EVENTS or set(served_by) != set(workers):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 from contract.events import Echo, EchoPayload, ReverseEcho
@@ -55,6 +57,32 @@ async def publish_numbered(
         event: Any = ReverseEcho(data=payload) if reverse else Echo(data=payload)
         ids.append(await publisher.publish(channel, event))
     return ids
+
+
+@contextlib.asynccontextmanager
+async def publishing_in_background(
+    redis_url: str, channels: Sequence[str], *, count: int, interval: float
+) -> AsyncIterator[asyncio.Task[None]]:
+    """Publish msg-0..msg-<count-1> on every channel (``reverse_echo`` gets ReverseEcho),
+    one round every ``interval`` seconds, in a task this block owns."""
+
+    async def run() -> None:
+        async with Publisher.from_url(redis_url) as publisher:
+            for number in range(count):
+                for channel in channels:
+                    await publish_numbered(
+                        publisher, channel, [number], reverse=channel == "reverse_echo"
+                    )
+                await asyncio.sleep(interval)
+
+    task = asyncio.create_task(run())
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def numbered(count: int, start: int = 0) -> list[str]:

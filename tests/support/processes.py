@@ -17,6 +17,23 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_cli(
+    module: str, *args: str, env: dict[str, str] | None = None, inherit_env: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` to completion; ``inherit_env=False`` starts from a bare
+    environment so that no SSE_* variable of the caller leaks in."""
+    base = dict(os.environ) if inherit_env else {"PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        check=False,
+    )
+
+
 class ManagedProcess:
     """A child process whose output goes to a log file; ended by its own PID only."""
 
