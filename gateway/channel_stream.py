@@ -15,7 +15,7 @@ again before going on. When history does not reach back to the position, a
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from gateway.cursor import EARLIEST, LIVE, Position, StreamKey, format_stream_id, stream_key
@@ -43,6 +43,17 @@ Item = Entry | Gap
 class ChannelFeed:
     """The position of one client in one channel, and the items that advance it."""
 
+    __slots__ = (
+        "_history",
+        "_hub",
+        "_key",
+        "_page_size",
+        "_sink",
+        "_start",
+        "channel",
+        "position",
+    )
+
     def __init__(
         self,
         channel: str,
@@ -65,9 +76,15 @@ class ChannelFeed:
 
     async def open(self) -> None:
         """Wait until the live subscription is confirmed, then fix the starting position."""
+        since = self._hub.epoch
         await self._hub.wait_subscribed(self.channel)
         if self._start == LIVE:
-            self._jump(await self._history.tip(self.channel))
+            # The hub knows the newest id of a channel it follows: no Redis read per stream.
+            tip = self._hub.live_position(self.channel)
+            if tip is None:
+                tip = await self._history.tip(self.channel)
+                self._hub.learn_position(self.channel, tip, since)
+            self._jump(tip)
         elif self._start != EARLIEST:
             assert isinstance(self._start, tuple)
             self._jump(format_stream_id(self._start))
@@ -77,8 +94,11 @@ class ChannelFeed:
 
     async def items(self) -> AsyncGenerator[list[Item], None]:
         """History after the position, then live entries, forever (until cancelled)."""
-        async for items in self._catch_up():
-            yield items
+        if self._start != LIVE:
+            # A live start's position was taken after the subscription was confirmed:
+            # everything after it reaches the sink, so there is no history to read.
+            async for items in self._catch_up():
+                yield items
         while True:
             batches, resync = await self._sink.take()
             if resync:
@@ -104,6 +124,25 @@ class ChannelFeed:
                     self.position, self._key = entry.id, entry.key
             if out:
                 yield out
+
+    def advance(self, entry: Entry) -> None:
+        """The client was given everything up to ``entry`` (which links up with the position)."""
+        self.position, self._key = entry.id, entry.key
+
+    def accept_live(self, batch: Sequence[Entry]) -> list[Entry] | None:
+        """The entries of a live batch that are new to the client, advancing the position;
+        None (and no change) when the batch does not link up and history must be read."""
+        position, key = self.position, self._key
+        accepted = []
+        for entry in batch:
+            if entry.key <= key:
+                continue  # history already delivered it
+            if entry.prev != position:
+                return None
+            accepted.append(entry)
+            position, key = entry.id, entry.key
+        self.position, self._key = position, key
+        return accepted
 
     async def _catch_up(self) -> AsyncIterator[list[Item]]:
         """Read history after the position until it is exhausted."""

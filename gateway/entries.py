@@ -72,3 +72,34 @@ class Entry:
 
     def __repr__(self) -> str:
         return f"Entry({self.channel}={self.id.decode()}, prev={self.prev.decode()})"
+
+
+class LiveBatch:
+    """The live entries of one channel gathered by one hub flush, shared by every local client.
+
+    Every client on this channel alone whose position is the batch's start gets the
+    same bytes: they are joined once per flush, not once per client."""
+
+    __slots__ = ("_solo_chunk", "entries", "first_prev", "last", "rendered", "size")
+
+    def __init__(self, entries: list[Entry], size: int) -> None:
+        self.entries = entries
+        self.size = size
+        """Payload bytes, for the sinks' limits."""
+        self.first_prev = entries[0].prev
+        self.last = entries[-1]
+        self._solo_chunk: bytes | None = None
+        self.rendered: dict[bytes, bytes] = {}
+        """Frames for clients on several channels, by their cursor before this batch."""
+
+    def solo_chunk(self) -> bytes:
+        """The frames of every entry, for a client subscribed to this channel alone."""
+        chunk = self._solo_chunk
+        if chunk is None:
+            entries = self.entries
+            chunk = self._solo_chunk = (
+                entries[0].solo_frame()
+                if len(entries) == 1
+                else b"".join(entry.solo_frame() for entry in entries)
+            )
+        return chunk

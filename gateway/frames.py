@@ -40,16 +40,20 @@ def control_frame(cursor: bytes, event: BaseEvent[Any]) -> bytes:
 class FrameWriter:
     """Tracks a subscription's cursor and renders its items as SSE bytes."""
 
-    __slots__ = ("_index", "_names", "_positions", "_solo")
+    __slots__ = ("_index", "_names", "_parts", "_solo")
 
     def __init__(self, channels: Sequence[str], positions: Sequence[bytes]) -> None:
         self._index = {name: i for i, name in enumerate(channels)}
         self._names = [name.encode() + b"=" for name in channels]
-        self._positions = list(positions)
+        self._parts = [name + pos for name, pos in zip(self._names, positions, strict=True)]
+        """``channel=position`` per channel: the cursor is their join, rendered per frame."""
         self._solo = len(channels) == 1
 
     def cursor(self) -> bytes:
-        return b",".join(name + pos for name, pos in zip(self._names, self._positions, strict=True))
+        return b",".join(self._parts)
+
+    def _move(self, index: int, position: bytes) -> None:
+        self._parts[index] = self._names[index] + position
 
     def opening(self, retry_ms: int, notices: Iterable[BaseEvent[Any]] = ()) -> bytes:
         """The first bytes: the retry hint and the starting cursor (an id-only frame
@@ -61,6 +65,10 @@ class FrameWriter:
     def render(self, items: Sequence[Item]) -> bytes:
         """The frames for items of one channel, advancing the cursor past each."""
         if self._solo:
+            if len(items) == 1 and isinstance(items[0], Entry):
+                entry = items[0]  # the common live case: the shared frame, not a copy
+                self._move(0, entry.id)
+                return entry.solo_frame()
             out = b"".join(
                 item.solo_frame() if isinstance(item, Entry) else self._gap_frame(item)
                 for item in items
@@ -69,19 +77,34 @@ class FrameWriter:
             # or a client told to reconnect would resume from its opening position.
             last = items[-1] if items else None
             if isinstance(last, Entry):
-                self._positions[0] = last.id
+                self._move(0, last.id)
             return out
         parts = []
         for item in items:
             if isinstance(item, Entry):
-                self._positions[self._index[item.channel]] = item.id
+                self._move(self._index[item.channel], item.id)
                 parts.append(item.frame(self.cursor()))
             else:
                 parts.append(self._gap_frame(item))
         return b"".join(parts)
 
+    def advance_solo(self, entry_id: bytes) -> None:
+        """A one-channel client was sent frames up to ``entry_id`` without ``render``."""
+        self._move(0, entry_id)
+
+    def render_shared(self, entries: Sequence[Entry], rendered: dict[bytes, bytes]) -> bytes:
+        """``render`` for live entries of one channel, shared through ``rendered``: clients
+        on the same channels at the same positions get the same bytes, rendered once."""
+        before = self.cursor()
+        chunk = rendered.get(before)
+        if chunk is None:
+            chunk = rendered[before] = self.render(entries)
+        else:
+            self._move(self._index[entries[-1].channel], entries[-1].id)
+        return chunk
+
     def _gap_frame(self, gap: Gap) -> bytes:
-        self._positions[self._index[gap.channel]] = gap.resumed_after
+        self._move(self._index[gap.channel], gap.resumed_after)
         payload = HistoryGapPayload(
             channel=gap.channel,
             reason="lost" if gap.reason == "lost" else "trimmed",

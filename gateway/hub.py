@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace, decode_live
-from gateway.entries import Entry
+from gateway.entries import Entry, LiveBatch
 from gateway.pubsub import PubSubConnection
 from gateway.sink import ChannelSink
 
@@ -37,7 +37,7 @@ CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, ValueError)
 class Topic:
     """One subscribed channel: its local sinks and the entries waiting for the next flush."""
 
-    __slots__ = ("acked", "channel", "live_name", "pending", "pending_bytes", "sinks")
+    __slots__ = ("acked", "channel", "last_id", "live_name", "pending", "pending_bytes", "sinks")
 
     def __init__(self, channel: str, live_name: str) -> None:
         self.channel = channel
@@ -46,6 +46,8 @@ class Topic:
         self.pending: list[Entry] = []
         self.pending_bytes = 0
         self.acked = asyncio.Event()
+        self.last_id: bytes | None = None
+        """Newest entry id seen on this connection; None until known."""
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Hub:
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.messages = 0
+        self.epoch = 0
+        """Counts lost connections: positions learned before a loss are not trusted after it."""
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -122,29 +126,68 @@ class Hub:
     @contextlib.asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[ChannelSink]:
         """Register a sink for ``channel`` for the duration of the block."""
+        sink = await self.attach(channel)
+        try:
+            yield sink
+        finally:
+            await self.detach(sink)
+
+    async def attach(self, channel: str) -> ChannelSink:
+        """Register a sink for ``channel``; the caller must ``detach`` it (as ``subscribe`` does).
+
+        The pair exists for streams, which hold thousands of subscriptions: a context
+        manager object per channel and stream is memory an idle stream need not carry."""
         sink = ChannelSink(channel, max_events=self._max_events, max_bytes=self._max_bytes)
         if self._closed_reason is not None:
             sink.close(self._closed_reason)
         topic = self._topics.get(channel)
-        if topic is None:
-            topic = Topic(channel, self._keyspace.live_channel(channel))
-            self._topics[channel] = topic
-            self._by_live[topic.live_name.encode()] = topic
-            await self._send_subscribe(topic)
+        if topic is not None:
+            topic.sinks.add(sink)
+            return sink
+        topic = Topic(channel, self._keyspace.live_channel(channel))
+        self._topics[channel] = topic
+        self._by_live[topic.live_name.encode()] = topic
         topic.sinks.add(sink)
         try:
-            yield sink
-        finally:
-            topic.sinks.discard(sink)
-            if not topic.sinks and self._topics.get(channel) is topic:
-                del self._topics[channel]
-                del self._by_live[topic.live_name.encode()]
-                await self._send_unsubscribe(topic)
+            await self._send_subscribe(topic)
+        except BaseException:
+            await self.detach(sink)
+            raise
+        return sink
+
+    async def detach(self, sink: ChannelSink) -> None:
+        """Remove a sink; the last one of a channel unsubscribes it on Redis."""
+        sink.deliver = None
+        topic = self._topics.get(sink.channel)
+        if topic is None or sink not in topic.sinks:
+            return
+        topic.sinks.discard(sink)
+        if not topic.sinks:
+            del self._topics[sink.channel]
+            del self._by_live[topic.live_name.encode()]
+            await self._send_unsubscribe(topic)
 
     async def wait_subscribed(self, channel: str) -> None:
         """Return once Redis confirmed the subscription: nothing published after is missed."""
         topic = self._topics[channel]
         await topic.acked.wait()
+
+    def live_position(self, channel: str) -> bytes | None:
+        """The newest id of a subscribed channel, if this connection has seen or learned it.
+
+        Every entry published after it reaches this process's sinks, so a stream that
+        starts live may start from here without reading history."""
+        topic = self._topics.get(channel)
+        if topic is None or not topic.acked.is_set():
+            return None
+        return topic.last_id
+
+    def learn_position(self, channel: str, tip: bytes, since: int) -> None:
+        """Remember a stream tip read from Redis after the subscription was confirmed
+        (``since``: the epoch before waiting for it); a live message seen meanwhile wins."""
+        topic = self._topics.get(channel)
+        if topic is not None and topic.last_id is None and since == self.epoch:
+            topic.last_id = tip
 
     async def _send_subscribe(self, topic: Topic) -> None:
         conn = self._conn
@@ -212,8 +255,10 @@ class Hub:
         if self.connected.is_set():
             self.reconnects += 1
         self.connected.clear()
+        self.epoch += 1
         for topic in self._topics.values():
             topic.acked.clear()
+            topic.last_id = None
 
     async def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -246,6 +291,7 @@ class Hub:
                 return  # arrived after the last local client left
             self.messages += 1
             entry = Entry.from_live(topic.channel, decode_live(reply[2]))
+            topic.last_id = entry.id
             if not topic.pending:
                 self._dirty.append(topic)
             topic.pending.append(entry)
@@ -276,10 +322,10 @@ class Hub:
         self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         for topic in dirty:
-            batch, size = topic.pending, topic.pending_bytes
+            batch = LiveBatch(topic.pending, topic.pending_bytes)
             topic.pending, topic.pending_bytes = [], 0
             for sink in topic.sinks:
-                sink.push(batch, size)
+                sink.push(batch)
 
     # -- introspection -----------------------------------------------------
 

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sse_starlette import EventSourceResponse
 
 from contract.channels import CHANNEL_NAME_PATTERN, InvalidChannelName, validate_channel
 from contract.events import BaseEvent, event_schemas
@@ -23,8 +22,9 @@ from gateway.errors import (
     TooManyChannels,
 )
 from gateway.frames import cursor_invalid_notice
+from gateway.response import StreamResponse
 from gateway.runtime import Runtime
-from gateway.subscription import subscription_frames
+from gateway.subscription import Subscription
 
 router = APIRouter()
 
@@ -99,7 +99,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 @router.get(
     "/sse",
     summary="Open an SSE stream over one or more channels",
-    response_class=EventSourceResponse,
+    response_class=StreamResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
         **_error_responses(400, 401, 403, 422, 503),
@@ -126,7 +126,7 @@ async def sse(
             "(only read when auth is configured; `Authorization: Bearer` is preferred)."
         ),
     ] = None,
-) -> EventSourceResponse:
+) -> StreamResponse:
     runtime = _runtime(request)
     settings = runtime.settings
     reject_repeats(request, "last_event_id", "token")
@@ -142,20 +142,18 @@ async def sse(
         # A 4xx would make EventSource give up for good: open live and say why instead.
         cursor = parse_cursor(None, max_length=settings.max_cursor_length)
         notices.append(cursor_invalid_notice(exc.reason, printable_prefix(raw_cursor or "")))
-    frames = subscription_frames(
+    subscription = Subscription(
         channels,
         cursor,
         notices=notices,
         hub=runtime.hub,
         history=runtime.history,
         options=runtime.stream_options,
-        counter=runtime.streams,
     )
-    return EventSourceResponse(
-        frames,
-        ping=settings.ping_interval,
+    return StreamResponse(
+        subscription,
+        streams=runtime.streams,
         send_timeout=settings.send_timeout,
-        shutdown_grace_period=settings.shutdown_grace_period,
         headers={"Access-Control-Expose-Headers": "Content-Type"},
     )
 

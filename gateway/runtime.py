@@ -14,10 +14,12 @@ from sse_starlette.sse import AppStatus
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace
+from gateway.gc_tuning import tune_for_streams
 from gateway.history import HistoryReader
 from gateway.hub import Hub
 from gateway.settings import GatewaySettings
-from gateway.subscription import StreamCounter, StreamOptions
+from gateway.streams import OpenStreams
+from gateway.subscription import StreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ class Runtime:
     redis: Redis
     hub: Hub
     history: HistoryReader
-    streams: StreamCounter
+    streams: OpenStreams
     stream_options: StreamOptions
     draining: bool = False
 
@@ -45,6 +47,7 @@ class Runtime:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
     """Open Redis, the hub and the history reader; close all of them on exit."""
+    tune_for_streams()
     keyspace = Keyspace(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
     history = HistoryReader(
@@ -64,13 +67,13 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
         backoff_max=settings.redis_backoff_max,
     )
     try:
-        async with hub:
+        async with hub, OpenStreams(settings.ping_interval) as streams:
             runtime = Runtime(
                 settings=settings,
                 redis=redis,
                 hub=hub,
                 history=history,
-                streams=StreamCounter(),
+                streams=streams,
                 stream_options=StreamOptions(
                     retry_ms=settings.retry_ms,
                     shutdown_retry_ms=settings.shutdown_retry_ms,
@@ -96,6 +99,9 @@ async def _watch_shutdown(runtime: Runtime) -> None:
     while not server_exiting():  # noqa: ASYNC110
         await asyncio.sleep(SHUTDOWN_POLL)
     runtime.drain()
+    # Streams whose client stopped reading cannot take their hint: end them when time is up.
+    await asyncio.sleep(runtime.settings.shutdown_grace_period)
+    runtime.streams.cancel_all()
 
 
 def server_exiting() -> bool:

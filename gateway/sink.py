@@ -3,15 +3,19 @@
 The hub pushes batches of entries in; the client's channel stream takes
 everything buffered in one call. A sink never grows beyond its limits: the
 client is cut (``SlowConsumer``) and resumes from history instead.
+
+While the client's stream waits in ``take`` with nothing buffered, a batch may
+skip the buffer: ``deliver`` (set by the subscription) writes it to the client
+at once, which saves waking the stream's task for every live event.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 
-from gateway.entries import Entry
+from gateway.entries import Entry, LiveBatch
 
 
 class SinkClosed(Exception):
@@ -47,6 +51,7 @@ class ChannelSink:
         "_waiter",
         "channel",
         "close_reason",
+        "deliver",
     )
 
     def __init__(self, channel: str, *, max_events: int, max_bytes: int) -> None:
@@ -60,14 +65,21 @@ class ChannelSink:
         self._state = _State.OPEN
         self._waiter: asyncio.Future[None] | None = None
         self.close_reason = ""
+        self.deliver: Callable[[LiveBatch], bool] | None = None
+        """Writes a batch straight to an idle client; False when it must be buffered."""
 
-    def push(self, batch: Sequence[Entry], size: int) -> None:
-        """Add a batch (``size`` payload bytes); called by the hub, never blocks."""
+    def push(self, batch: LiveBatch) -> None:
+        """Add a batch; called by the hub, never blocks."""
         if self._state is not _State.OPEN:
             return
-        self._batches.append(batch)
-        self._count += len(batch)
-        self._bytes += size
+        if self._waiter is not None and not self._batches and not self._resync:
+            # The stream waits in take() with nothing pending: it may take the short way.
+            deliver = self.deliver
+            if deliver is not None and deliver(batch):
+                return
+        self._batches.append(batch.entries)
+        self._count += len(batch.entries)
+        self._bytes += batch.size
         if self._count > self._max_events or self._bytes > self._max_bytes:
             self._state = _State.OVERFLOWED
             self._batches = []  # the client resumes from history; free the memory now

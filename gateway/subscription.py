@@ -4,13 +4,22 @@ Per channel a ``ChannelFeed`` (replay, then live); several feeds are merged
 with ``aiostream.stream.merge``. A single feed needs no merging and is
 iterated directly, which saves the merge's task per channel on the most
 common subscription.
+
+Live batches take a shorter way while the client keeps up: when its stream
+waits with nothing buffered, the hub's flush hands a batch to ``LiveWriter``,
+which checks that it links up with the client's position, renders it and
+writes it at once (``StreamOutput.write_now``); a client on one channel gets
+the bytes the batch built once for all such clients. Everything else (the opening,
+history, gaps, a client that lags, the closing hint) goes through the feeds
+and the stream's own task, exactly as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +28,17 @@ from aiostream import stream
 from contract.events import BaseEvent
 from gateway.channel_stream import ChannelFeed, Item
 from gateway.cursor import Cursor
+from gateway.entries import LiveBatch
 from gateway.frames import FrameWriter
 from gateway.history import HistoryReader
 from gateway.hub import Hub
-from gateway.sink import SinkClosed
+from gateway.output import StreamOutput
+from gateway.sink import ChannelSink, SinkClosed
 
 log = logging.getLogger(__name__)
+
+QUIET_ENDS = frozenset({"disconnect", "write_failed"})
+"""Reasons to end a stream that nobody can be told about."""
 
 
 @dataclass(frozen=True)
@@ -34,58 +48,138 @@ class StreamOptions:
     page_size: int
 
 
-class StreamCounter:
-    """Open streams of this process (for limits and /stats)."""
+class LiveWriter:
+    """Writes live batches straight to a client that keeps up (``ChannelSink.deliver``).
 
-    def __init__(self) -> None:
-        self.open = 0
-        self.total = 0
+    Returns False (and changes nothing) when the feed's task must handle the batch:
+    a write is still in flight, or the batch does not link up with the position."""
+
+    __slots__ = ("_output", "_writer")
+
+    def __init__(self, writer: FrameWriter, output: StreamOutput) -> None:
+        self._writer = writer
+        self._output = output
+
+    def deliver(self, feed: ChannelFeed, batch: LiveBatch) -> bool:
+        """Any subscription: the batch's entries are rendered with this client's cursor."""
+        if not self._output.ready:
+            return False
+        entries = feed.accept_live(batch.entries)
+        if entries is None:
+            return False
+        if len(entries) == len(batch.entries):
+            self._output.write_now(self._writer.render_shared(entries, batch.rendered))
+        elif entries:
+            self._output.write_now(self._writer.render(entries))
+        return True
 
 
-async def subscription_frames(
-    channels: Sequence[str],
-    cursor: Cursor,
-    *,
-    notices: Sequence[BaseEvent[Any]],
-    hub: Hub,
-    history: HistoryReader,
-    options: StreamOptions,
-    counter: StreamCounter,
-) -> AsyncIterator[bytes]:
-    """The bytes of one SSE stream, from the opening cursor to the end of the connection."""
-    counter.open += 1
-    counter.total += 1
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            feeds = []
-            for channel in channels:
-                sink = await stack.enter_async_context(hub.subscribe(channel))
-                feeds.append(
-                    ChannelFeed(
-                        channel,
-                        cursor.position(channel),
-                        sink=sink,
-                        hub=hub,
-                        history=history,
-                        page_size=options.page_size,
-                    )
+class SoloLiveWriter(LiveWriter):
+    """A subscription to one channel: the common case gets the batch's shared bytes."""
+
+    __slots__ = ("_feed",)
+
+    def __init__(self, feed: ChannelFeed, writer: FrameWriter, output: StreamOutput) -> None:
+        super().__init__(writer, output)
+        self._feed = feed
+
+    def deliver_solo(self, batch: LiveBatch) -> bool:
+        feed, output = self._feed, self._output
+        if feed.position != batch.first_prev:
+            return self.deliver(feed, batch)  # history already has part of it, or a gap
+        if not output.ready:
+            return False
+        last = batch.last
+        feed.advance(last)
+        self._writer.advance_solo(last.id)
+        output.write_now(batch.solo_chunk())
+        return True
+
+
+class Subscription:
+    """One SSE stream's channels, from the opening cursor to the end of the connection."""
+
+    __slots__ = (
+        "_channels",
+        "_cursor",
+        "_ended",
+        "_history",
+        "_hub",
+        "_notices",
+        "_options",
+        "_sinks",
+    )
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        cursor: Cursor,
+        *,
+        notices: Sequence[BaseEvent[Any]],
+        hub: Hub,
+        history: HistoryReader,
+        options: StreamOptions,
+    ) -> None:
+        self._channels = channels
+        self._cursor = cursor
+        self._notices = notices
+        self._hub = hub
+        self._history = history
+        self._options = options
+        self._sinks: list[ChannelSink] = []
+        self._ended: str | None = None
+
+    def end(self, reason: str) -> None:
+        """End the stream at its next step, without a closing hint (nobody would read it)."""
+        if self._ended is None:
+            self._ended = reason
+        for sink in self._sinks:
+            sink.close(reason)
+
+    async def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
+        """The bytes the stream's task writes; live batches may go to ``output`` directly."""
+        hub, options, sinks = self._hub, self._options, self._sinks
+        try:
+            for channel in self._channels:
+                sinks.append(await hub.attach(channel))
+            if self._ended is not None:
+                return  # the client left while we subscribed
+            feeds = [
+                ChannelFeed(
+                    sink.channel,
+                    self._cursor.position(sink.channel),
+                    sink=sink,
+                    hub=hub,
+                    history=self._history,
+                    page_size=options.page_size,
                 )
+                for sink in sinks
+            ]
             for feed in feeds:
                 await feed.open()
-            writer = FrameWriter(channels, [feed.cursor_value() for feed in feeds])
-            yield writer.opening(options.retry_ms, notices)
+            writer = FrameWriter(self._channels, [feed.cursor_value() for feed in feeds])
+            yield writer.opening(options.retry_ms, self._notices)
+            if len(feeds) == 1:
+                sinks[0].deliver = SoloLiveWriter(feeds[0], writer, output).deliver_solo
+            else:
+                live = LiveWriter(writer, output)
+                for feed, sink in zip(feeds, sinks, strict=True):
+                    sink.deliver = functools.partial(live.deliver, feed)
             try:
                 async with _merged(feeds) as items_stream:
                     async for items in items_stream:
                         yield writer.render(items)
             except SinkClosed as closed:
+                if closed.reason in QUIET_ENDS:
+                    return
                 retry = (
                     options.shutdown_retry_ms if closed.reason == "shutdown" else options.retry_ms
                 )
-                log.info("closing stream on %s (%s)", ",".join(channels), closed.reason)
+                log.info("closing stream on %s (%s)", ",".join(self._channels), closed.reason)
                 yield writer.closing(closed.reason, retry)
-    finally:
-        counter.open -= 1
+        finally:
+            for sink in sinks:
+                await hub.detach(sink)
 
 
 @contextlib.asynccontextmanager

@@ -1,0 +1,76 @@
+"""Body chunks written straight to uvicorn's transport, framed once for every client.
+
+Under uvicorn's httptools protocol, ASGI ``send`` of a body chunk only frames it
+(``Transfer-Encoding: chunked``) and calls ``transport.write``; the coroutine
+around that costs about as much as the rest of a delivery. ``ChunkedTransport``
+does the same write without it, for a response that uvicorn already started
+with chunked framing, and declines whenever ``send`` would do more: the client
+is gone (nothing is written, as uvicorn does) or the transport's buffer is over
+its high-water mark (``send`` then waits for it to drain, under the send
+timeout). Any other server, or another uvicorn version whose cycle lacks these
+attributes, gets no ``ChunkedTransport`` and every chunk goes through ``send``.
+
+The chunk of one live batch is shared by every client on its channel alone, so
+its framing is cached by identity: one ``bytes`` per batch, not per client.
+"""
+
+from __future__ import annotations
+
+from asyncio import Transport
+from typing import Any
+
+from starlette.types import Send
+
+_CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
+
+_last_chunk: bytes = b""
+_last_framed: bytes = b"0\r\n\r\n"
+
+
+def chunk_frame(chunk: bytes) -> bytes:
+    """``chunk`` in chunked framing (the bytes uvicorn writes for it), cached by identity."""
+    global _last_chunk, _last_framed
+    if chunk is not _last_chunk:
+        _last_framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
+        _last_chunk = chunk
+    return _last_framed
+
+
+class ChunkedTransport:
+    """Writes framed body chunks of one started uvicorn response."""
+
+    __slots__ = ("_cycle", "_flow", "_transport")
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+        self._flow = cycle.flow
+        self._transport: Transport = cycle.transport
+
+    @classmethod
+    def of(cls, send: Send) -> ChunkedTransport | None:
+        """The transport behind ``send`` if it is uvicorn's httptools cycle with a started,
+        chunked response; None otherwise (then ``send`` is the way to write)."""
+        cycle = getattr(send, "__self__", None)
+        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+            return None
+        try:
+            usable = (
+                cycle.response_started
+                and cycle.chunked_encoding is True
+                and not cycle.response_complete
+                and isinstance(cycle.flow.write_paused, bool)
+                and isinstance(cycle.disconnected, bool)
+                and callable(cycle.transport.write)
+            )
+        except AttributeError:
+            return None
+        return cls(cycle) if usable else None
+
+    def try_write(self, chunk: bytes) -> bool:
+        """Write ``chunk`` (True), or leave it to ``send`` (False): the buffer is full."""
+        if self._cycle.disconnected:
+            return True  # what send does: the client is gone, the stream is ending
+        if self._flow.write_paused:
+            return False
+        self._transport.write(chunk_frame(chunk))
+        return True
