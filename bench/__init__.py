@@ -6,6 +6,7 @@ server under test pinned to core 0, the load generator (``bench.loadgen``) and
 the publisher on core 1. Modules, one job each:
 
 - ``loadgen``: the SSE load generator process (many streams, counts, latency).
+- ``streams``: its sockets, read at once (sampled) or in bulk every few ms (counted).
 - ``sse_wire``: HTTP response head, de-chunking, event counting and parsing.
 - ``loadgen_control``: drives a load generator process from the orchestrator.
 - ``publisher``: events at a fixed rate with a sequence number and a timestamp.
@@ -14,4 +15,5 @@ the publisher on core 1. Modules, one job each:
 - ``systems``: how each system under test is started, addressed and published to.
 - ``scenarios``: the measurements of issue 6 (fan-out, efficiency, memory, ...).
 - ``report`` and ``plots``: results.json, results.md and the PNGs.
+- ``profiler``: py-spy on the server during chosen scenarios (``--profile``).
 """

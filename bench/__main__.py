@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import report, suite
 from bench.procs import CLIENT_CORE, ROOT, cpu_count, raise_fd_limit
+from bench.procstat import load_average
 from bench.profiles import FULL, QUICK
 from bench.systems import SYSTEMS
 
@@ -93,10 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy=args.profile,
         profile_dir=args.out / "profiles",
     )
-    begun = time.monotonic()
+    begun, load_before = time.monotonic(), load_average()
     results = asyncio.run(suite.run(opts))
     results["command"] = "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     results["machine"] = report.machine()
+    results["machine"]["load_average_before_after"] = [load_before, load_average()]
     results["elapsed_s"] = round(time.monotonic() - begun, 1)
     lost = report.lost_anywhere(results["systems"])
     results["nothing_lost"] = not lost

@@ -98,3 +98,16 @@ def tree_usage(root: int) -> TreeUsage:
 
 def cpu_seconds(root: int) -> float:
     return tree_usage(root).cpu_seconds
+
+
+def core_busy_seconds(core: int) -> float:
+    """CPU seconds core ``core`` has spent on anything but idle and iowait since boot."""
+    for line in (PROC / "stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            return (sum(ticks) - ticks[3] - ticks[4]) / CLOCK_TICKS
+    return 0.0
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in (PROC / "loadavg").read_text().split()[:3]]

@@ -79,29 +79,57 @@ class NchanError(RuntimeError):
     """nchan refused a publish."""
 
 
-class NchanSink:
-    """HTTP ``POST /pub?channel=...`` over a small pool of keep-alive connections."""
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    def __init__(self, port: int, *, path: str = "/pub", connections: int = 8) -> None:
+
+class NchanSink:
+    """HTTP ``POST /pub?channel=...`` over a small pool of keep-alive connections.
+
+    nginx closes a keep-alive connection after ``keepalive_requests`` or when idle; a
+    connection it closed (``Connection: close``, EOF, reset) is dropped and replaced on
+    next use, so the pool never runs dry. A publish that fails is an error, not retried:
+    nchan may have taken it, and a retry would duplicate the event."""
+
+    def __init__(
+        self, port: int, *, path: str = "/pub", connections: int = 8, timeout: float = 30.0
+    ) -> None:
         self._port = port
         self._path = path
-        self._size = connections
-        self._idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
-        self._all: list[asyncio.StreamWriter] = []
-
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._idle is None:
-            self._idle = asyncio.Queue()
-            for _ in range(self._size):
-                reader, writer = await asyncio.open_connection("127.0.0.1", self._port)
-                self._all.append(writer)
-                self._idle.put_nowait((reader, writer))
-        return await self._idle.get()
+        self._timeout = timeout
+        # None: a slot whose connection is opened on first use.
+        self._idle: asyncio.Queue[Connection | None] = asyncio.Queue()
+        for _ in range(connections):
+            self._idle.put_nowait(None)
+        self._open: set[asyncio.StreamWriter] = set()
 
     async def publish(self, channel: str, event: Echo) -> str:
         body = event.encode_data()
-        reader, writer = await self._connection()
-        assert self._idle is not None
+        conn = await self._idle.get()
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection("127.0.0.1", self._port)
+                self._open.add(conn[1])
+            status, reply, keep = await asyncio.wait_for(
+                self._exchange(conn, channel, body), self._timeout
+            )
+        except BaseException:
+            self._drop(conn)
+            raise
+        if keep:
+            self._idle.put_nowait(conn)
+        else:
+            self._drop(conn)
+        if status not in (200, 201, 202):
+            raise NchanError(f"nchan answered {status}: {reply[:200]!r}")
+        with contextlib.suppress(ValueError, KeyError):
+            return str(json.loads(reply)["last_message_id"])
+        return ""
+
+    async def _exchange(
+        self, conn: Connection, channel: str, body: bytes
+    ) -> tuple[int, bytes, bool]:
+        """One request and its response: (status, body, whether the connection stays open)."""
+        reader, writer = conn
         writer.write(
             f"POST {self._path}?channel={channel} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Content-Type: application/json\r\nAccept: text/json\r\n"
@@ -111,24 +139,29 @@ class NchanSink:
         await writer.drain()
         head = await reader.readuntil(b"\r\n\r\n")
         status = int(head.split(b" ", 2)[1])
-        length = 0
+        length, keep = 0, True
         for line in head.split(b"\r\n")[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
-        reply = await reader.readexactly(length)
-        self._idle.put_nowait((reader, writer))
-        if status not in (200, 201, 202):
-            raise NchanError(f"nchan answered {status}: {reply[:200]!r}")
-        with contextlib.suppress(ValueError, KeyError):
-            return str(json.loads(reply)["last_message_id"])
-        return ""
+            elif name == b"connection" and b"close" in value.lower():
+                keep = False
+        return status, await reader.readexactly(length), keep
+
+    def _drop(self, conn: Connection | None) -> None:
+        """Close a connection and give its slot back, to be reopened on next use."""
+        if conn is not None:
+            conn[1].close()
+            self._open.discard(conn[1])
+        self._idle.put_nowait(None)
 
     async def aclose(self) -> None:
-        for writer in self._all:
+        for writer in list(self._open):
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+        self._open.clear()
 
 
 @dataclass

@@ -162,6 +162,13 @@ def targets(systems: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _loads(machine: dict[str, Any]) -> str:
+    loads = machine.get("load_average_before_after")
+    if not loads:
+        return "n/a"
+    return " / ".join(", ".join(f"{x:.2f}" for x in load) for load in loads)
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -225,7 +232,7 @@ def _anchor_table(systems: dict[str, dict[str, Any]], moderate_label: str) -> li
 
 def _steps_table(name: str, fan: dict[str, Any]) -> list[str]:
     header = ["offered/s", "delivered/s", "p50 ms", "p99 ms", "max ms", "lost", "dup"]
-    header += ["CPU µs/delivery", "sustained"]
+    header += ["CPU µs/delivery", "others on server core", "sustained"]
     lines = [
         f"#### {LABELS.get(name, name)}: {fan['subscribers']:,} subscribers",
         "",
@@ -243,6 +250,7 @@ def _steps_table(name: str, fan: dict[str, Any]) -> list[str]:
             f"{s['lost']:,}",
             f"{s['duplicated']:,}",
             _num(s["cpu_us_per_delivery"], 2),
+            _num(s.get("server_core_others_pct"), 0, "%"),
             "yes" if s["sustained"] else "no",
         ]
         lines.append(_row(cells))
@@ -260,6 +268,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
         f"{m['redis_server'].split(' sha=')[0]}.  ",
+        f"Load average before/after: {_loads(m)}. "
         "Server pinned to core 0; load generator, publisher and redis-server on core 1. "
         f"Events are ~100-byte `Echo` payloads; fan-out uses {profile['fanout_subscribers']:,} "
         "subscribers on one channel.",

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen_control import Loadgen, loadgen
+from bench.procs import SERVER_CORE
+from bench.procstat import core_busy_seconds
 from bench.profiles import Profile
 from bench.publisher import GatewaySink, Sink, publish_at_rate
 from bench.systems import Server
@@ -73,6 +75,7 @@ class Rounds:
         count = max(len(self.channels), round(rate * seconds))
         count -= count % len(self.channels)
         before, redis_before = self.server.usage(), self.server.redis_usage()
+        core_before, began = core_busy_seconds(int(SERVER_CORE)), time.monotonic()
         pub = await publish_at_rate(
             self.sink, self.channels, rate=rate, count=count, start_seq=self.published
         )
@@ -81,6 +84,7 @@ class Rounds:
         seqs = dict.fromkeys(self.channels, (0, self.published))
         report = await self.lg.collect(self.expected, self.profile.drain_seconds, seqs)
         after, redis_after = self.server.usage(), self.server.redis_usage()
+        core_busy = core_busy_seconds(int(SERVER_CORE)) - core_before
         streams = report["streams"]
         delivered = report["delivered"]
         span = max(report["delivery_span_s"], count / rate)
@@ -105,6 +109,10 @@ class Rounds:
             "server_cpu_s": round(cpu, 3),
             "cpu_us_per_delivery": round(cpu / delivered * 1e6, 3) if delivered else None,
             "server_rss_mb": round(after.rss_bytes / MB, 1),
+            # CPU the server core gave to other processes: a busy machine shows here.
+            "server_core_others_pct": round(
+                max(0.0, core_busy - cpu) / max(time.monotonic() - began, 1e-9) * 100, 1
+            ),
         }
         if redis_before is not None and redis_after is not None:
             redis_cpu = redis_after.cpu_seconds - redis_before.cpu_seconds

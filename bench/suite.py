@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -19,6 +20,9 @@ from bench.systems import Server, started
 log = logging.getLogger("bench")
 
 SCENARIOS = ("idle_memory", "fanout", "moderate", "multiplex", "resume_storm")
+
+SCENARIO_LIMIT = 600.0
+"""A scenario that runs longer is stuck: record an error and go on (the run is unattended)."""
 """In run order: idle memory first, while the server's heap is fresh."""
 
 
@@ -40,12 +44,19 @@ Scenario = Callable[[Server], Awaitable[dict[str, Any]]]
 
 
 async def _measure(
-    name: str, system: str, run: Callable[[], Awaitable[dict[str, Any]]]
+    name: str,
+    system: str,
+    run: Callable[[], Awaitable[dict[str, Any]]],
+    limit: float = SCENARIO_LIMIT,
 ) -> dict[str, Any]:
     log.info("%s: %s ...", system, name)
     begun = time.monotonic()
     try:
-        result = await run()
+        async with asyncio.timeout(limit):
+            result = await run()
+    except TimeoutError:
+        log.error("%s: %s did not finish within %.0fs", system, name, limit)
+        return {"error": f"did not finish within {limit:.0f}s", "traceback": ""}
     except Exception as exc:
         log.error("%s: %s failed: %s", system, name, exc)
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
@@ -105,7 +116,10 @@ async def run_system(system: str, opts: Options) -> dict[str, Any]:
                     )
             if opts.soak and system == "ours":  # target 6 is ours; 10 minutes per system
                 results["soak"] = await _measure(
-                    "soak", system, lambda: _soak(server, opts, results)
+                    "soak",
+                    system,
+                    lambda: _soak(server, opts, results),
+                    limit=opts.profile.soak_seconds + SCENARIO_LIMIT,
                 )
     except NchanUnavailable as exc:
         results["skipped"] = str(exc)
