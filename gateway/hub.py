@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -123,20 +122,11 @@ class Hub:
 
     # -- subscriptions -----------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[ChannelSink]:
-        """Register a sink for ``channel`` for the duration of the block."""
-        sink = await self.attach(channel)
-        try:
-            yield sink
-        finally:
-            await self.detach(sink)
-
     async def attach(self, channel: str) -> ChannelSink:
-        """Register a sink for ``channel``; the caller must ``detach`` it (as ``subscribe`` does).
+        """Register a sink for ``channel``; the caller must ``detach`` it in a ``finally``.
 
-        The pair exists for streams, which hold thousands of subscriptions: a context
-        manager object per channel and stream is memory an idle stream need not carry."""
+        A pair of calls rather than a context manager: a context manager object per
+        channel and stream is memory thousands of idle streams need not carry."""
         sink = ChannelSink(channel, max_events=self._max_events, max_bytes=self._max_bytes)
         if self._closed_reason is not None:
             sink.close(self._closed_reason)
