@@ -2,10 +2,11 @@
 
 Channels are reference-counted: the first local client of a channel
 subscribes it on Redis, the last one to leave unsubscribes it. Live messages
-are parsed once into shared ``Entry`` objects, gathered per channel for one
-loop turn (or ``flush_interval_ms``), and pushed as one batch into every
-client's ``ChannelSink``. When the connection drops, the hub reconnects with
-backoff and jitter, re-subscribes and asks every sink to resync from history.
+are parsed once into shared ``Entry`` objects, gathered per channel until the
+next flush (the next loop turn, at most one per ``flush_interval_ms``), and
+handed as one batch to the channel's ``ChannelFanout``, which writes it to
+every client. When the connection drops, the hub reconnects with backoff and
+jitter, re-subscribes and asks every sink to resync from history.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -22,6 +24,7 @@ from redis.exceptions import RedisError
 from contract.backoff import Backoff
 from contract.wire import Keyspace, decode_live
 from gateway.entries import Entry, LiveBatch
+from gateway.fanout import ChannelFanout
 from gateway.pubsub import PubSubConnection
 from gateway.sink import ChannelSink
 
@@ -30,18 +33,22 @@ log = logging.getLogger(__name__)
 HEALTH_INTERVAL = 5.0
 """Seconds of silence after which the hub PINGs; two silent intervals mean dead."""
 
+FULL_BATCH_BYTES = 256 * 1024
+"""Payload bytes after which a channel's batch is flushed without waiting out the interval:
+large events need no help to make large writes, and waiting would only hold memory."""
+
 CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, ValueError)
 
 
 class Topic:
-    """One subscribed channel: its local sinks and the entries waiting for the next flush."""
+    """One subscribed channel: its local clients and the entries waiting for the next flush."""
 
-    __slots__ = ("acked", "channel", "last_id", "live_name", "pending", "pending_bytes", "sinks")
+    __slots__ = ("acked", "channel", "fanout", "last_id", "live_name", "pending", "pending_bytes")
 
     def __init__(self, channel: str, live_name: str) -> None:
         self.channel = channel
         self.live_name = live_name
-        self.sinks: set[ChannelSink] = set()
+        self.fanout = ChannelFanout()
         self.pending: list[Entry] = []
         self.pending_bytes = 0
         self.acked = asyncio.Event()
@@ -54,6 +61,8 @@ class HubStats:
     connected: bool
     channels: int
     sinks: int
+    seated: int
+    """Sinks written by the fan-out's tight loop (clients on one channel that keep up)."""
     reconnects: int
     messages: int
 
@@ -83,6 +92,9 @@ class Hub:
         self._outstanding: dict[bytes, int] = {}
         self._dirty: list[Topic] = []
         self._flush_handle: asyncio.Handle | None = None
+        self._last_flush = -math.inf
+        self._flush_waits = False
+        """Whether the scheduled flush waits out the interval (a full batch cuts it short)."""
         self._conn: PubSubConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
@@ -117,7 +129,7 @@ class Hub:
         """End every local stream (their clients reconnect elsewhere) and refuse new ones."""
         self._closed_reason = reason
         for topic in self._topics.values():
-            for sink in topic.sinks:
+            for sink in topic.fanout:
                 sink.close(reason)
 
     # -- subscriptions -----------------------------------------------------
@@ -132,12 +144,12 @@ class Hub:
             sink.close(self._closed_reason)
         topic = self._topics.get(channel)
         if topic is not None:
-            topic.sinks.add(sink)
+            topic.fanout.add(sink)
             return sink
         topic = Topic(channel, self._keyspace.live_channel(channel))
         self._topics[channel] = topic
         self._by_live[topic.live_name.encode()] = topic
-        topic.sinks.add(sink)
+        topic.fanout.add(sink)
         try:
             await self._send_subscribe(topic)
         except BaseException:
@@ -147,12 +159,12 @@ class Hub:
 
     async def detach(self, sink: ChannelSink) -> None:
         """Remove a sink; the last one of a channel unsubscribes it on Redis."""
-        sink.deliver = None
+        sink.deliver = sink.seat = None
         topic = self._topics.get(sink.channel)
-        if topic is None or sink not in topic.sinks:
+        if topic is None or sink not in topic.fanout:
             return
-        topic.sinks.discard(sink)
-        if not topic.sinks:
+        topic.fanout.discard(sink)
+        if not topic.fanout:
             del self._topics[sink.channel]
             del self._by_live[topic.live_name.encode()]
             await self._send_unsubscribe(topic)
@@ -238,7 +250,7 @@ class Hub:
         if not first:
             log.info("redis pub/sub reconnected; resyncing %d channels", len(topics))
         for topic in topics:
-            for sink in topic.sinks:
+            for sink in topic.fanout:
                 sink.request_resync()
 
     def _mark_disconnected(self) -> None:
@@ -286,7 +298,7 @@ class Hub:
                 self._dirty.append(topic)
             topic.pending.append(entry)
             topic.pending_bytes += len(entry.data)
-            self._schedule_flush()
+            self._schedule_flush(topic.pending_bytes >= FULL_BATCH_BYTES)
         elif kind in (b"subscribe", b"unsubscribe"):
             live = reply[1]
             left = self._outstanding.get(live, 1) - 1
@@ -299,23 +311,31 @@ class Hub:
                 topic.acked.set()
         # b"pong" (list form on a subscribed connection) needs nothing more.
 
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is not None:
-            return
+    def _schedule_flush(self, full: bool = False) -> None:
+        """Flush on the next loop turn, but at most once per ``flush_interval``: a quiet
+        channel's event leaves at once, a busy one's events leave together. A ``full``
+        batch leaves on the next turn regardless."""
+        handle = self._flush_handle
+        if handle is not None:
+            if not (full and self._flush_waits):
+                return
+            handle.cancel()
         loop = asyncio.get_running_loop()
-        if self._flush_interval > 0:
-            self._flush_handle = loop.call_later(self._flush_interval, self._flush)
+        due = self._last_flush + self._flush_interval
+        self._flush_waits = due > loop.time() and not full
+        if self._flush_waits:
+            self._flush_handle = loop.call_at(due, self._flush)
         else:
             self._flush_handle = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
         for topic in dirty:
             batch = LiveBatch(topic.pending, topic.pending_bytes)
             topic.pending, topic.pending_bytes = [], 0
-            for sink in topic.sinks:
-                sink.push(batch)
+            topic.fanout.deliver(batch)
 
     # -- introspection -----------------------------------------------------
 
@@ -323,7 +343,8 @@ class Hub:
         return HubStats(
             connected=self.connected.is_set(),
             channels=len(self._topics),
-            sinks=sum(len(topic.sinks) for topic in self._topics.values()),
+            sinks=sum(len(topic.fanout) for topic in self._topics.values()),
+            seated=sum(topic.fanout.seated for topic in self._topics.values()),
             reconnects=self.reconnects,
             messages=self.messages,
         )

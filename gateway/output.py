@@ -100,6 +100,10 @@ class StreamOutput:
         (a new stream counts as active: its opening frame comes before any ping)."""
 
     @property
+    def direct(self) -> ChunkedTransport | None:
+        return self._direct
+
+    @property
     def ready(self) -> bool:
         """Whether ``write_now`` would write at once (nothing in flight, nothing failed)."""
         return self._flight is None and not self._busy and self.error is None

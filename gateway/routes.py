@@ -190,6 +190,7 @@ async def stats(request: Request) -> dict[str, Any]:
             "connected": hub.connected,
             "channels": hub.channels,
             "subscribers": hub.sinks,
+            "seated": hub.seated,
             "reconnects": hub.reconnects,
             "messages": hub.messages,
             # With auth on, channel names may be private: /stats then shows only counts.

@@ -6,7 +6,9 @@ client is cut (``SlowConsumer``) and resumes from history instead.
 
 While the client's stream waits in ``take`` with nothing buffered, a batch may
 skip the buffer: ``deliver`` (set by the subscription) writes it to the client
-at once, which saves waking the stream's task for every live event.
+at once, which saves waking the stream's task for every live event. A client that keeps
+up that way is then seated in its channel's fan-out (``gateway.fanout``) and
+skips its sink altogether until something needs its stream's task.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from gateway.entries import Entry, LiveBatch
+
+if TYPE_CHECKING:
+    from gateway.fanout import ChannelFanout, Seat
 
 
 class SinkClosed(Exception):
@@ -52,6 +58,8 @@ class ChannelSink:
         "channel",
         "close_reason",
         "deliver",
+        "fanout",
+        "seat",
     )
 
     def __init__(self, channel: str, *, max_events: int, max_bytes: int) -> None:
@@ -67,6 +75,20 @@ class ChannelSink:
         self.close_reason = ""
         self.deliver: Callable[[LiveBatch], bool] | None = None
         """Writes a batch straight to an idle client; False when it must be buffered."""
+        self.seat: Seat | None = None
+        """Set for a client on this channel alone that may be seated in the fan-out."""
+        self.fanout: ChannelFanout | None = None
+        """The channel's fan-out while the sink is attached to it."""
+
+    @property
+    def idle(self) -> bool:
+        """The stream waits in ``take`` with nothing buffered, nothing to resync."""
+        return (
+            self._waiter is not None
+            and not self._batches
+            and not self._resync
+            and self._state is _State.OPEN
+        )
 
     def push(self, batch: LiveBatch) -> None:
         """Add a batch; called by the hub, never blocks."""
@@ -87,15 +109,22 @@ class ChannelSink:
 
     def request_resync(self) -> None:
         """The live flow may have missed entries (Redis reconnect): re-read history."""
+        self._leave_seat()
         self._resync = True
         self._wake()
 
     def close(self, reason: str) -> None:
         """End the stream at its next take (shutdown)."""
+        self._leave_seat()
         if self._state is _State.OPEN:
             self._state = _State.CLOSED
             self.close_reason = reason
         self._wake()
+
+    def _leave_seat(self) -> None:
+        """The stream's task takes over: the position it reached while seated comes back."""
+        if self.fanout is not None:
+            self.fanout.unseat(self)
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -9,7 +9,9 @@ Live batches take a shorter way while the client keeps up: when its stream
 waits with nothing buffered, the hub's flush hands a batch to ``LiveWriter``,
 which checks that it links up with the client's position, renders it and
 writes it at once (``StreamOutput.write_now``); a client on one channel gets
-the bytes the batch built once for all such clients. Everything else (the opening,
+the bytes the batch built once for all such clients, and once it is in step it
+is seated in the channel's fan-out, which writes it with no per-client
+bookkeeping at all (``gateway.fanout``). Everything else (the opening,
 history, gaps, a client that lags, the closing hint) goes through the feeds
 and the stream's own task, exactly as before.
 """
@@ -28,12 +30,13 @@ from aiostream import stream
 from contract.events import BaseEvent
 from gateway.channel_stream import ChannelFeed, Item
 from gateway.cursor import Cursor
-from gateway.entries import LiveBatch
+from gateway.entries import Entry, LiveBatch
 from gateway.frames import FrameWriter
 from gateway.history import HistoryReader
 from gateway.hub import Hub
 from gateway.output import StreamOutput
 from gateway.sink import ChannelSink, SinkClosed
+from gateway.transport import ChunkedTransport
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,31 @@ class SoloLiveWriter(LiveWriter):
         self._writer.advance_solo(last.id)
         output.write_now(batch.solo_chunk())
         return True
+
+
+class SeatedLiveWriter(SoloLiveWriter):
+    """A one-channel client under uvicorn: its ``Seat`` in the channel's fan-out."""
+
+    __slots__ = ("_direct",)
+
+    def __init__(
+        self, feed: ChannelFeed, writer: FrameWriter, output: StreamOutput, direct: ChunkedTransport
+    ) -> None:
+        super().__init__(feed, writer, output)
+        self._direct = direct
+
+    def write_framed(self, framed: bytes) -> bool:
+        if self._direct.write_framed(framed):
+            self._output.wrote = True
+            return True
+        return False
+
+    def in_step(self, last: Entry) -> bool:
+        return self._feed.position == last.id and self._output.ready and self._direct.writable
+
+    def sync(self, last: Entry) -> None:
+        self._feed.advance(last)
+        self._writer.advance_solo(last.id)
 
 
 class Subscription:
@@ -160,7 +188,12 @@ class Subscription:
             writer = FrameWriter(self._channels, [feed.cursor_value() for feed in feeds])
             yield writer.opening(options.retry_ms, self._notices)
             if len(feeds) == 1:
-                sinks[0].deliver = SoloLiveWriter(feeds[0], writer, output).deliver_solo
+                direct = output.direct
+                if direct is None:
+                    sinks[0].deliver = SoloLiveWriter(feeds[0], writer, output).deliver_solo
+                else:
+                    seated = SeatedLiveWriter(feeds[0], writer, output, direct)
+                    sinks[0].deliver, sinks[0].seat = seated.deliver_solo, seated
             else:
                 live = LiveWriter(writer, output)
                 for feed, sink in zip(feeds, sinks, strict=True):

@@ -66,6 +66,18 @@ class ChunkedTransport:
             return None
         return cls(cycle) if usable else None
 
+    @property
+    def writable(self) -> bool:
+        """Whether a write goes out now: the client is there and the buffer has room."""
+        return not self._cycle.disconnected and not self._flow.write_paused
+
+    def write_framed(self, framed: bytes) -> bool:
+        """Write an already framed chunk (True), or nothing (False) unless ``writable``."""
+        if self._cycle.disconnected or self._flow.write_paused:
+            return False
+        self._transport.write(framed)
+        return True
+
     def try_write(self, chunk: bytes) -> bool:
         """Write ``chunk`` (True), or leave it to ``send`` (False): the buffer is full."""
         if self._cycle.disconnected:
