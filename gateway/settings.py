@@ -86,10 +86,14 @@ class GatewaySettings(BaseSettings):
         description="Payload bytes buffered per client and channel before it is cut.",
     )
     flush_interval_ms: float = Field(
-        default=0.0,
+        default=30.0,
         ge=0,
         le=1000,
-        description="Window in which live events are gathered into one batch (0: next loop turn).",
+        description=(
+            "Least time between two fan-out flushes: an event after a quiet spell leaves at "
+            "once, events arriving faster wait up to this long and leave together, one write "
+            "per client (0: every loop turn)."
+        ),
     )
     history_page_size: int = Field(
         default=500, ge=1, le=100_000, description="Entries per history read."
