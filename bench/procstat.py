@@ -22,6 +22,8 @@ class TreeUsage:
 
     pids: tuple[int, ...]
     cpu_seconds: float
+    system_seconds: float
+    """The kernel's share of ``cpu_seconds`` (socket writes, loopback delivery)."""
     rss_bytes: int
     fds: int
     threads: int
@@ -57,13 +59,14 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def _cpu_ticks(pid: int, *, with_reaped: bool) -> int:
+def _cpu_ticks(pid: int, *, with_reaped: bool) -> tuple[int, int]:
+    """(user, system) clock ticks."""
     fields = _stat_fields(pid)
     # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    ticks = int(fields[11]) + int(fields[12])
+    user, system = int(fields[11]), int(fields[12])
     if with_reaped:
-        ticks += int(fields[13]) + int(fields[14])
-    return ticks
+        user, system = user + int(fields[13]), system + int(fields[14])
+    return user, system
 
 
 def _rss_bytes(pid: int) -> int:
@@ -82,18 +85,22 @@ def _fds(pid: int) -> int:
 def tree_usage(root: int) -> TreeUsage:
     """CPU seconds, RSS, fds and threads summed over ``root``'s process tree."""
     pids = process_tree(root)
-    ticks = rss = fds = threads = 0
+    user = system = rss = fds = threads = 0
     alive = []
     for pid in pids:
         try:
-            ticks += _cpu_ticks(pid, with_reaped=pid == root)
+            pid_user, pid_system = _cpu_ticks(pid, with_reaped=pid == root)
+            user += pid_user
+            system += pid_system
             rss += _rss_bytes(pid)
             fds += _fds(pid)
             threads += _threads(pid)
         except (OSError, ValueError, IndexError):
             continue  # exited between listing and reading
         alive.append(pid)
-    return TreeUsage(tuple(alive), ticks / CLOCK_TICKS, rss, fds, threads)
+    return TreeUsage(
+        tuple(alive), (user + system) / CLOCK_TICKS, system / CLOCK_TICKS, rss, fds, threads
+    )
 
 
 def cpu_seconds(root: int) -> float:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen_control import Loadgen, loadgen
-from bench.procs import SERVER_CORE
+from bench.procs import CLIENT_CORE, SERVER_CORE
 from bench.procstat import core_busy_seconds
 from bench.profiles import Profile
 from bench.publisher import GatewaySink, Sink, publish_at_rate
@@ -76,6 +76,7 @@ class Rounds:
         count -= count % len(self.channels)
         before, redis_before = self.server.usage(), self.server.redis_usage()
         core_before, began = core_busy_seconds(int(SERVER_CORE)), time.monotonic()
+        client_core_before = core_busy_seconds(int(CLIENT_CORE))
         pub = await publish_at_rate(
             self.sink, self.channels, rate=rate, count=count, start_seq=self.published
         )
@@ -85,10 +86,13 @@ class Rounds:
         report = await self.lg.collect(self.expected, self.profile.drain_seconds, seqs)
         after, redis_after = self.server.usage(), self.server.redis_usage()
         core_busy = core_busy_seconds(int(SERVER_CORE)) - core_before
+        client_core_busy = core_busy_seconds(int(CLIENT_CORE)) - client_core_before
+        elapsed = time.monotonic() - began
         streams = report["streams"]
         delivered = report["delivered"]
         span = max(report["delivery_span_s"], count / rate)
         cpu = after.cpu_seconds - before.cpu_seconds
+        kernel = after.system_seconds - before.system_seconds
         result: dict[str, Any] = {
             "streams": streams,
             "events": count,
@@ -108,11 +112,15 @@ class Rounds:
             "latency_cdf_ms": report["latency_cdf_ms"],
             "server_cpu_s": round(cpu, 3),
             "cpu_us_per_delivery": round(cpu / delivered * 1e6, 3) if delivered else None,
+            "kernel_us_per_delivery": round(kernel / delivered * 1e6, 3) if delivered else None,
             "server_rss_mb": round(after.rss_bytes / MB, 1),
             # CPU the server core gave to other processes: a busy machine shows here.
             "server_core_others_pct": round(
-                max(0.0, core_busy - cpu) / max(time.monotonic() - began, 1e-9) * 100, 1
+                max(0.0, core_busy - cpu) / max(elapsed, 1e-9) * 100, 1
             ),
+            # The load generator, publisher and redis-server share this core: near 100%,
+            # latency figures include their own queueing.
+            "client_core_busy_pct": round(client_core_busy / max(elapsed, 1e-9) * 100, 1),
         }
         if redis_before is not None and redis_after is not None:
             redis_cpu = redis_after.cpu_seconds - redis_before.cpu_seconds
