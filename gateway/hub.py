@@ -25,6 +25,7 @@ from contract.backoff import Backoff
 from contract.wire import Keyspace, decode_live
 from gateway.entries import Entry, LiveBatch
 from gateway.fanout import ChannelFanout
+from gateway.output import HeldWrites
 from gateway.pubsub import PubSubConnection
 from gateway.sink import ChannelSink
 
@@ -91,6 +92,8 @@ class Hub:
         self._by_live: dict[bytes, Topic] = {}
         self._outstanding: dict[bytes, int] = {}
         self._dirty: list[Topic] = []
+        self.held_writes = HeldWrites()
+        """Clients on several channels get one write per flush, not one per channel."""
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -math.inf
         self._flush_waits = False
@@ -336,6 +339,7 @@ class Hub:
             batch = LiveBatch(topic.pending, topic.pending_bytes)
             topic.pending, topic.pending_bytes = [], 0
             topic.fanout.deliver(batch)
+        self.held_writes.release()
 
     # -- introspection -----------------------------------------------------
 

@@ -77,6 +77,7 @@ class StreamOutput:
         "_send_timeout",
         "disconnected",
         "error",
+        "held",
         "on_failure",
         "wrote",
     )
@@ -95,6 +96,8 @@ class StreamOutput:
         """Why writing failed (a ``SendTimeoutError``, or what ``send`` raised)."""
         self.on_failure: Callable[[], None] | None = None
         """Called once when a write fails outside the stream's task, to end the stream."""
+        self.held: list[bytes] | None = None
+        """Chunks ``HeldWrites`` keeps for this output until the end of the hub's flush."""
         self.wrote = True
         """Set by every write; the keep-alive pinger clears it and pings streams left idle
         (a new stream counts as active: its opening frame comes before any ping)."""
@@ -186,3 +189,33 @@ class StreamOutput:
         """A write outside the stream's task failed: have the stream end."""
         if self.on_failure is not None:
             self.on_failure()
+
+
+class HeldWrites:
+    """Live chunks rendered during one hub flush, joined into one write per output at its end.
+
+    A client on several channels gets one batch per channel from a flush; holding the
+    chunks until the flush is over sends them in one write (the write, not the rendering,
+    is what a delivery costs). Nothing else writes to an output while a flush runs: it is
+    one synchronous call, so the held chunks keep their order."""
+
+    __slots__ = ("_outputs",)
+
+    def __init__(self) -> None:
+        self._outputs: list[StreamOutput] = []
+
+    def hold(self, output: StreamOutput, chunk: bytes) -> None:
+        held = output.held
+        if held is None:
+            output.held = [chunk]
+            self._outputs.append(output)
+        else:
+            held.append(chunk)
+
+    def release(self) -> None:
+        """Write what every output holds (called when the flush is done)."""
+        outputs, self._outputs = self._outputs, []
+        for output in outputs:
+            held, output.held = output.held, None
+            if held:
+                output.write_now(held[0] if len(held) == 1 else b"".join(held))

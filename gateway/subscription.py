@@ -34,7 +34,7 @@ from gateway.entries import Entry, LiveBatch
 from gateway.frames import FrameWriter
 from gateway.history import HistoryReader
 from gateway.hub import Hub
-from gateway.output import StreamOutput
+from gateway.output import HeldWrites, StreamOutput
 from gateway.sink import ChannelSink, SinkClosed
 from gateway.transport import ChunkedTransport
 
@@ -57,23 +57,34 @@ class LiveWriter:
     Returns False (and changes nothing) when the feed's task must handle the batch:
     a write is still in flight, or the batch does not link up with the position."""
 
-    __slots__ = ("_output", "_writer")
+    __slots__ = ("_held", "_output", "_writer")
 
-    def __init__(self, writer: FrameWriter, output: StreamOutput) -> None:
+    def __init__(
+        self, writer: FrameWriter, output: StreamOutput, held: HeldWrites | None = None
+    ) -> None:
         self._writer = writer
         self._output = output
+        self._held = held
+        """Where a client on several channels leaves its chunks until the flush is over."""
 
     def deliver(self, feed: ChannelFeed, batch: LiveBatch) -> bool:
         """Any subscription: the batch's entries are rendered with this client's cursor."""
-        if not self._output.ready:
+        output = self._output
+        if not output.ready:
             return False
         entries = feed.accept_live(batch.entries)
         if entries is None:
             return False
         if len(entries) == len(batch.entries):
-            self._output.write_now(self._writer.render_shared(entries, batch.rendered))
+            chunk = self._writer.render_shared(entries, batch.rendered)
         elif entries:
-            self._output.write_now(self._writer.render(entries))
+            chunk = self._writer.render(entries)
+        else:
+            return True
+        if self._held is None:
+            output.write_now(chunk)
+        else:
+            self._held.hold(output, chunk)
         return True
 
 
@@ -195,7 +206,7 @@ class Subscription:
                     seated = SeatedLiveWriter(feeds[0], writer, output, direct)
                     sinks[0].deliver, sinks[0].seat = seated.deliver_solo, seated
             else:
-                live = LiveWriter(writer, output)
+                live = LiveWriter(writer, output, hub.held_writes)
                 for feed, sink in zip(feeds, sinks, strict=True):
                     sink.deliver = functools.partial(live.deliver, feed)
             try:
