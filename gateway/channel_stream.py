@@ -129,6 +129,10 @@ class ChannelFeed:
         """The client was given everything up to ``entry`` (which links up with the position)."""
         self.position, self._key = entry.id, entry.key
 
+    def move_to(self, entry_id: bytes) -> None:
+        """The client was given everything up to ``entry_id`` by other means (a lockstep)."""
+        self._jump(entry_id)
+
     def accept_live(self, batch: Sequence[Entry]) -> list[Entry] | None:
         """The entries of a live batch that are new to the client, advancing the position;
         None (and no change) when the batch does not link up and history must be read."""

@@ -11,6 +11,9 @@ soon as anything else must happen: its socket is full or gone, a batch does not
 link up with ``last`` (something was missed), its stream is closed or must
 resync. Every other client gets the batch through its sink, as before; a
 client whose sink took a batch the short way and is in step again is seated.
+Clients on several channels have their own arrangement, ``gateway.lockstep``;
+the fan-out keeps their sinks aside while they are in one and tells the
+lockstep about each batch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from gateway.entries import Entry, LiveBatch
 from gateway.transport import chunk_frame
 
 if TYPE_CHECKING:
+    from gateway.lockstep import Lockstep
     from gateway.sink import ChannelSink
 
 
@@ -44,27 +48,47 @@ class Seat(Protocol):
 class ChannelFanout:
     """The sinks of one channel: seated ones written in one loop, the rest pushed to."""
 
-    __slots__ = ("_last", "_seated", "_unseated")
+    __slots__ = ("_grouped", "_last", "_seated", "_unseated", "locksteps")
 
     def __init__(self) -> None:
         self._seated: dict[ChannelSink, Seat] = {}
         self._unseated: set[ChannelSink] = set()
+        self._grouped: dict[ChannelSink, Lockstep] = {}
         self._last: Entry | None = None
         """The newest entry every seated client was given."""
+        self.locksteps: set[Lockstep] = set()
+        """Locksteps with members on this channel: the hub hands them each batch."""
 
     def __len__(self) -> int:
-        return len(self._seated) + len(self._unseated)
+        return len(self._seated) + len(self._unseated) + len(self._grouped)
 
     def __contains__(self, sink: object) -> bool:
-        return sink in self._unseated or sink in self._seated
+        return sink in self._unseated or sink in self._seated or sink in self._grouped
 
     def __iter__(self) -> Iterator[ChannelSink]:
         """Every sink; a snapshot, so closing them while iterating is safe."""
-        return iter([*self._seated, *self._unseated])
+        return iter([*self._seated, *self._grouped, *self._unseated])
 
     @property
     def seated(self) -> int:
-        return len(self._seated)
+        """Sinks written without their own bookkeeping: seated or in a lockstep."""
+        return len(self._seated) + len(self._grouped)
+
+    def in_lockstep(self, sink: ChannelSink) -> bool:
+        return sink in self._grouped
+
+    def enter_lockstep(self, sink: ChannelSink, lockstep: Lockstep) -> None:
+        self._unseated.discard(sink)
+        self._grouped[sink] = lockstep
+        self.locksteps.add(lockstep)
+
+    def leave_lockstep(self, sink: ChannelSink, *, retire: bool) -> None:
+        """``sink`` goes back to getting batches pushed; ``retire``: its lockstep is empty."""
+        lockstep = self._grouped.pop(sink, None)
+        if lockstep is not None:
+            self._unseated.add(sink)
+            if retire:
+                self.locksteps.discard(lockstep)
 
     def add(self, sink: ChannelSink) -> None:
         self._unseated.add(sink)
@@ -72,12 +96,19 @@ class ChannelFanout:
 
     def discard(self, sink: ChannelSink) -> None:
         """Forget a sink whose stream ended (its position no longer matters)."""
+        lockstep = self._grouped.get(sink)
+        if lockstep is not None:
+            lockstep.drop(sink)
         if self._seated.pop(sink, None) is None:
             self._unseated.discard(sink)
         sink.fanout = None
 
     def unseat(self, sink: ChannelSink) -> None:
         """Hand a seated client back to its own stream, at the position it reached."""
+        lockstep = self._grouped.get(sink)
+        if lockstep is not None:
+            lockstep.release(sink)
+            return
         seat = self._seated.pop(sink, None)
         if seat is None:
             return

@@ -92,6 +92,10 @@ class FrameWriter:
         """A one-channel client was sent frames up to ``entry_id`` without ``render``."""
         self._move(0, entry_id)
 
+    def move_to(self, channel: str, entry_id: bytes) -> None:
+        """Frames up to ``entry_id`` of ``channel`` were sent without ``render`` (a lockstep)."""
+        self._move(self._index[channel], entry_id)
+
     def render_shared(self, entries: Sequence[Entry], rendered: dict[bytes, bytes]) -> bytes:
         """``render`` for live entries of one channel, shared through ``rendered``: clients
         on the same channels at the same positions get the same bytes, rendered once."""

@@ -15,9 +15,10 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
@@ -28,6 +29,9 @@ from gateway.fanout import ChannelFanout
 from gateway.output import HeldWrites
 from gateway.pubsub import PubSubConnection
 from gateway.sink import ChannelSink
+
+if TYPE_CHECKING:
+    from gateway.lockstep import Lockstep
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,10 @@ class Hub:
         self._dirty: list[Topic] = []
         self.held_writes = HeldWrites()
         """Clients on several channels get one write per flush, not one per channel."""
+        self.locksteps: dict[tuple[str, ...], Lockstep] = {}
+        """Clients on several channels in step with all of them, by their channels."""
+        self.lockstep_candidates: list[Callable[[], None]] = []
+        """Clients on several channels written this flush: they may join a lockstep after it."""
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -math.inf
         self._flush_waits = False
@@ -335,11 +343,20 @@ class Hub:
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
+        touched: list[Lockstep] = []
         for topic in dirty:
             batch = LiveBatch(topic.pending, topic.pending_bytes)
             topic.pending, topic.pending_bytes = [], 0
             topic.fanout.deliver(batch)
+            for lockstep in topic.fanout.locksteps:
+                if lockstep.take(batch):
+                    touched.append(lockstep)
+        for lockstep in touched:
+            lockstep.flush()
         self.held_writes.release()
+        joining, self.lockstep_candidates = self.lockstep_candidates, []
+        for try_join in joining:
+            try_join()
 
     # -- introspection -----------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ from gateway.entries import Entry, LiveBatch
 from gateway.frames import FrameWriter
 from gateway.history import HistoryReader
 from gateway.hub import Hub
+from gateway.lockstep import Lockstep
 from gateway.output import HeldWrites, StreamOutput
 from gateway.sink import ChannelSink, SinkClosed
 from gateway.transport import ChunkedTransport
@@ -135,6 +136,71 @@ class SeatedLiveWriter(SoloLiveWriter):
         self._writer.advance_solo(last.id)
 
 
+class LockstepLiveWriter(LiveWriter):
+    """A client on several channels under uvicorn: a ``lockstep.Member`` once in step."""
+
+    __slots__ = ("_candidate", "_direct", "_feeds", "_hub", "sinks")
+
+    def __init__(
+        self,
+        feeds: Sequence[ChannelFeed],
+        sinks: Sequence[ChannelSink],
+        writer: FrameWriter,
+        output: StreamOutput,
+        direct: ChunkedTransport,
+        hub: Hub,
+    ) -> None:
+        super().__init__(writer, output, hub.held_writes)
+        self._feeds = feeds
+        self.sinks = sinks
+        self._direct = direct
+        self._hub = hub
+        self._candidate = False
+
+    def deliver(self, feed: ChannelFeed, batch: LiveBatch) -> bool:
+        delivered = super().deliver(feed, batch)
+        if delivered and not self._candidate:
+            self._candidate = True
+            self._hub.lockstep_candidates.append(self.try_join)
+        return delivered
+
+    def try_join(self) -> None:
+        """After a flush: join the lockstep of these channels if in step with all of them."""
+        self._candidate = False
+        output = self._output
+        if not (output.ready and output.held is None and self._direct.writable):
+            return
+        positions: dict[str, bytes] = {}
+        hub = self._hub
+        for feed, sink in zip(self._feeds, self.sinks, strict=True):
+            fanout = sink.fanout
+            if fanout is None or not sink.idle or fanout.in_lockstep(sink):
+                return
+            # Nothing is pending after a flush: the channel's newest id is what was sent.
+            if feed.position is None or feed.position != hub.live_position(feed.channel):
+                return
+            positions[feed.channel] = feed.position
+        channels = tuple(positions)
+        lockstep = hub.locksteps.get(channels)
+        if lockstep is None:
+            lockstep = Lockstep(channels, positions, hub.locksteps)
+        elif lockstep.positions != positions:
+            return
+        lockstep.join(self)
+
+    def write_framed(self, framed: bytes) -> bool:
+        if self._direct.write_framed(framed):
+            self._output.wrote = True
+            return True
+        return False
+
+    def sync(self, positions: Mapping[str, bytes]) -> None:
+        for feed in self._feeds:
+            position = positions[feed.channel]
+            feed.move_to(position)
+            self._writer.move_to(feed.channel, position)
+
+
 class Subscription:
     """One SSE stream's channels, from the opening cursor to the end of the connection."""
 
@@ -206,7 +272,12 @@ class Subscription:
                     seated = SeatedLiveWriter(feeds[0], writer, output, direct)
                     sinks[0].deliver, sinks[0].seat = seated.deliver_solo, seated
             else:
-                live = LiveWriter(writer, output, hub.held_writes)
+                direct = output.direct
+                live = (
+                    LiveWriter(writer, output, hub.held_writes)
+                    if direct is None
+                    else LockstepLiveWriter(feeds, sinks, writer, output, direct, hub)
+                )
                 for feed, sink in zip(feeds, sinks, strict=True):
                     sink.deliver = functools.partial(live.deliver, feed)
             try:

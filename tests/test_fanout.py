@@ -1,6 +1,8 @@
-"""The fan-out's fast lane: clients on one channel that keep up are written in one loop.
+"""The fan-out's fast lanes: clients that keep up are written in one loop per flush.
 
-While seated, a client's position lives in the fan-out, not in its own feed; these
+Clients on one channel take a seat in its fan-out; clients on several channels at the
+same positions share a lockstep. While there, a client's position lives in the
+fan-out or lockstep, not in its own feed; these
 tests check that it is handed back exactly whenever the client's own stream must
 act again: when the gateway closes the stream (the ``reconnect`` frame carries the
 cursor of the last event the client got), and when the client resumes from it.
@@ -18,8 +20,10 @@ from redis.asyncio import Redis
 
 from producers.publisher import Publisher
 from tests.support.assertions import (
+    assert_cursors_never_move_backwards,
     assert_exactly,
     channel_events,
+    cursor_positions,
     messages,
     numbered,
     publish_numbered,
@@ -70,9 +74,9 @@ async def test_clients_in_step_are_seated_and_get_every_event_once(
             events = channel_events(await stream.take(EVENTS, timeout=20))
             assert_exactly(messages(events, "echo"), numbered(EVENTS))
         hub = hub_stats(gateway)
-        # The two-channel client renders its own cursors: it never takes a seat.
+        # The two-channel client is written by a lockstep (its two sinks count as seated).
         assert hub["subscribers"] == SOLO_CLIENTS + 2
-        assert hub["seated"] == SOLO_CLIENTS
+        assert hub["seated"] == SOLO_CLIENTS + 2
 
 
 async def test_a_seated_client_is_told_its_exact_cursor_when_the_gateway_closes(
@@ -85,7 +89,7 @@ async def test_a_seated_client_is_told_its_exact_cursor_when_the_gateway_closes(
         for stream in solo:
             events = await stream.take(EVENTS, timeout=20)
             last_ids.append(events[-1].id)
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS
+        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
         gateway.signal(signal.SIGTERM)
         for stream, last_id in zip(solo, last_ids, strict=True):
             goodbye = [f for f in await stream.drain(timeout=20) if f.has_data][-1]
@@ -110,7 +114,7 @@ async def test_a_reconnect_to_redis_unseats_every_client_and_loses_nothing(
 ) -> None:
     async with clients(gateway) as (solo, multi):
         await publish_spaced(redis_url, range(10))
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS
+        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
         killed = await redis_client.client_kill_filter(_type="pubsub")
         assert killed == 1
         # Published while the hub reconnects: the clients get it from history.
@@ -118,8 +122,51 @@ async def test_a_reconnect_to_redis_unseats_every_client_and_loses_nothing(
         for stream in [*solo, multi]:
             events = channel_events(await stream.take(EVENTS, timeout=20))
             assert_exactly(messages(events, "echo"), numbered(EVENTS))
-        # Back in step after the backfill: seated again at the next live events.
+        # Back in step after the backfill: seated again at the next live events (the
+        # two-channel client once both channels have shown their newest id live again).
+        async with Publisher.from_url(redis_url) as publisher:
+            await publish_numbered(publisher, "elsewhere", [0])
         await publish_spaced(redis_url, range(EVENTS, EVENTS + 3))
         for stream in solo:
             await stream.take(3, timeout=20)
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS
+        await multi.take(4, timeout=20)
+        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
+
+
+async def test_two_channel_clients_in_lockstep_get_both_channels_with_exact_cursors(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    channels = [CHANNEL, "elsewhere"]
+    async with contextlib.AsyncExitStack() as stack:
+        streams = [
+            await stack.enter_async_context(sse_connect(gateway.base_url, channels=channels))
+            for _ in range(4)
+        ]
+        async with Publisher.from_url(redis_url) as publisher:
+            for number in range(EVENTS):
+                # Both channels in one flush, then one of them: the cursor carries both.
+                await publish_numbered(publisher, CHANNEL, [number])
+                await publish_numbered(publisher, "elsewhere", [number], reverse=True)
+                await asyncio.sleep(0.01)
+        received = [await stream.take(2 * EVENTS, timeout=20) for stream in streams]
+        assert hub_stats(gateway)["seated"] == 2 * len(streams)
+        for events in received:
+            assert_exactly(messages(events, "echo"), numbered(EVENTS))
+            assert_exactly(messages(events, "reverse_echo"), numbered(EVENTS))
+            assert_cursors_never_move_backwards(events)
+        # Every client saw the same frames: one render for all of them.
+        assert all(
+            [(e.id, e.data) for e in events] == [(e.id, e.data) for e in received[0]]
+            for events in received
+        )
+        last_id = received[0][-1].id
+        assert last_id is not None
+        assert set(cursor_positions(last_id)) == set(channels)
+
+    # Resuming from the last cursor misses nothing and repeats nothing on either channel.
+    async with Publisher.from_url(redis_url) as publisher:
+        await publish_numbered(publisher, "elsewhere", [EVENTS], reverse=True)
+        await publish_numbered(publisher, CHANNEL, [EVENTS])
+    async with sse_connect(gateway.base_url, channels=channels, last_event_id=last_id) as again:
+        events = await again.take(2, timeout=20)
+    assert messages(events, "reverse_echo") == messages(events, "echo") == [f"msg-{EVENTS}"]

@@ -8,11 +8,12 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
 import psutil
+import pytest
 
 from contract.events import Echo, EchoPayload
 from producers.publisher import Publisher
@@ -88,23 +89,29 @@ class FastReader:
                 self.latencies.append(now - sent_at.get(number_of(event), now))
 
 
-async def open_stalled(gateway: GatewayProcess) -> tuple[socket.socket, SSEParser]:
+async def open_stalled(
+    gateway: GatewayProcess, channels: Sequence[str] = (CHANNEL,)
+) -> tuple[socket.socket, SSEParser]:
     """A client that read its opening frame (so it has a cursor) and then stops reading."""
-    sock = stalled_socket(gateway.port, [CHANNEL], rcvbuf=4096)
+    sock = stalled_socket(gateway.port, channels, rcvbuf=4096)
     parser = SSEParser()
     await recv_events(sock, parser, until=lambda: parser.last_id is not None, timeout=10)
     return sock, parser
 
 
-async def open_fast(gateway: GatewayProcess, last_event_id: str | None = None) -> RawStream:
-    stream = await RawStream.open(gateway.port, [CHANNEL], last_event_id=last_event_id)
+async def open_fast(
+    gateway: GatewayProcess, last_event_id: str | None = None, channels: Sequence[str] = (CHANNEL,)
+) -> RawStream:
+    stream = await RawStream.open(gateway.port, channels, last_event_id=last_event_id)
     while stream.last_id is None:  # the opening id-only frame: from here on it is live
         assert await stream.read() is not None, "stream closed before it opened"
     return stream
 
 
-async def resume_and_read(gateway: GatewayProcess, cursor: str, count: int) -> list[Event]:
-    stream = await open_fast(gateway, last_event_id=cursor)
+async def resume_and_read(
+    gateway: GatewayProcess, cursor: str, count: int, channels: Sequence[str] = (CHANNEL,)
+) -> list[Event]:
+    stream = await open_fast(gateway, last_event_id=cursor, channels=channels)
     reader = FastReader(stream)
     try:
         await asyncio.wait_for(reader.read(count, {}), timeout=60)
@@ -127,13 +134,20 @@ def assert_cut_with_a_retry_hint(events: list[Event], parser: SSEParser, total: 
     return len(received)
 
 
+@pytest.mark.parametrize(
+    "channels",
+    # On one channel the clients take seats in its fan-out; on two (the second one quiet)
+    # they share a lockstep: either way the stalled one must leave it and lose nothing.
+    [[CHANNEL], [CHANNEL, "quiet"]],
+    ids=["one-channel", "two-channels"],
+)
 async def test_a_client_that_stops_reading_is_cut_with_a_hint_and_fast_ones_are_not_held_back(
-    redis_url: str, gateway_factory: GatewayFactory
+    redis_url: str, gateway_factory: GatewayFactory, channels: list[str]
 ) -> None:
     gateway = gateway_factory(env=BUFFER_ENV)
     total = 800  # ~25 MB: several times the socket buffers plus the 2 MiB client buffer
-    slow, slow_parser = await open_stalled(gateway)
-    fast = [await open_fast(gateway) for _ in range(2)]
+    slow, slow_parser = await open_stalled(gateway, channels)
+    fast = [await open_fast(gateway, channels=channels) for _ in range(2)]
     sent_at: dict[str, float] = {}
     readers = [FastReader(stream) for stream in fast]
     try:
@@ -145,6 +159,8 @@ async def test_a_client_that_stops_reading_is_cut_with_a_hint_and_fast_ones_are_
         # holds its stream: fan-out did not wait for the slow client (were it blocked behind
         # it, the fast ones would wait until the send timeout, long after this test's).
         assert open_streams(gateway) == 3
+        # The fast clients are written by the fan-out's fast lane; the stalled one left it.
+        assert gateway.stats()["hub"]["seated"] == len(fast) * len(channels)  # type: ignore[index]
         for reader in readers:
             assert_exactly(numbers_of(reader.events), numbered(total))
             latencies = sorted(reader.latencies)
@@ -156,7 +172,7 @@ async def test_a_client_that_stops_reading_is_cut_with_a_hint_and_fast_ones_are_
         events = await recv_events(slow, slow_parser, until=lambda: False, timeout=30)
         got = assert_cut_with_a_retry_hint(events, slow_parser, total)
         assert slow_parser.last_id is not None
-        rest = await resume_and_read(gateway, slow_parser.last_id, total - got)
+        rest = await resume_and_read(gateway, slow_parser.last_id, total - got, channels)
         assert_exactly(numbers_of(events) + numbers_of(rest), numbered(total))
     finally:
         slow.close()
