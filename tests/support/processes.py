@@ -93,7 +93,11 @@ class GatewayProcess(ManagedProcess):
         if workers != 1:
             args += ["--workers", str(workers)]
         super().__init__(args, {"REDIS_URL": redis_url, **(env or {})}, name="gateway")
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.close()  # never handed to a fixture: nobody else would stop it
+            raise
 
     @property
     def base_url(self) -> str:
