@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
 from contract.wire import InvalidPrefix, Keyspace
+from gateway.http_protocol import LeanHttpProtocol
 from gateway.settings import GatewaySettings
 
 
@@ -106,5 +107,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
         proxy_headers=True,
+        http=LeanHttpProtocol,  # uvicorn's httptools protocol, lighter per idle stream
     )
     return 0

@@ -18,7 +18,6 @@ HEAD and websocket scopes go to sse-starlette unchanged; headers, media type and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ import anyio
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.http_protocol import LightEvent
 from gateway.output import Continuation, StreamOutput
 from gateway.streams import OpenStreams
 from gateway.transport import ChunkedTransport
@@ -69,10 +69,11 @@ class DisconnectWatch:
 
     A task per stream only to await ``receive()`` costs about a kilobyte per idle
     stream; driving the coroutine from the callbacks of the futures it waits on does
-    the same job.
+    the same job. Under ``LeanHttpProtocol`` even the coroutine is left out: the
+    watch does what uvicorn's ``receive()`` does from its event's callback.
     """
 
-    __slots__ = ("_coro", "_on_disconnect", "_pending", "_receive", "_task")
+    __slots__ = ("_coro", "_cycle", "_on_disconnect", "_pending", "_receive", "_task")
 
     def __init__(self, receive: Receive, on_disconnect: Callable[[], None]) -> None:
         self._receive = receive
@@ -80,9 +81,39 @@ class DisconnectWatch:
         self._coro: Any = None
         self._pending: asyncio.Future[Any] | None = None
         self._task: asyncio.Future[None] | None = None
+        self._cycle: Any = None
 
     def start(self) -> None:
-        self._step(None)
+        cycle = getattr(self._receive, "__self__", None)
+        if (
+            type(getattr(cycle, "message_event", None)) is LightEvent
+            and getattr(cycle, "waiting_for_100_continue", True) is False
+        ):
+            self._cycle = cycle
+            self._watch_cycle()
+        else:
+            self._step(None)
+
+    def _watch_cycle(self) -> None:
+        """uvicorn's ``receive()`` in a loop, until it would say ``http.disconnect``."""
+        cycle = self._cycle
+        if cycle is None:
+            return  # stopped
+        try:
+            while not (cycle.disconnected or cycle.response_complete):
+                cycle.flow.resume_reading()
+                event: LightEvent = cycle.message_event
+                if not event.is_set():
+                    event.call_when_set(self._watch_cycle)
+                    return
+                event.clear()
+                if cycle.disconnected or cycle.response_complete:
+                    break
+                cycle.body = bytearray()  # the request body receive() would hand over
+        except Exception:
+            pass  # as when receive() raises: take it as a disconnect
+        self._cycle = None
+        self._on_disconnect()
 
     def _step(self, _: object) -> None:
         self._pending = None
@@ -119,6 +150,9 @@ class DisconnectWatch:
         self._on_disconnect()
 
     def stop(self) -> None:
+        if self._cycle is not None:
+            self._cycle.message_event.call_when_set(None)
+            self._cycle = None
         if self._task is not None:
             self._task.cancel()
         if self._pending is not None:
@@ -127,6 +161,23 @@ class DisconnectWatch:
         if self._coro is not None:
             self._coro.close()
             self._coro = None
+
+
+class _StreamEnds:
+    """What ends a stream early, as callbacks: one small object, not two closures."""
+
+    __slots__ = ("_output", "_source")
+
+    def __init__(self, output: StreamOutput, source: FrameSource) -> None:
+        self._output = output
+        self._source = source
+
+    def client_left(self) -> None:
+        self._output.disconnected = True
+        self._source.end("disconnect")
+
+    def write_failed(self) -> None:
+        self._source.end("write_failed")
 
 
 class StreamResponse(EventSourceResponse):
@@ -173,35 +224,34 @@ class StreamResponse(EventSourceResponse):
         )
         server_send = scope.get(SERVER_SEND, send)
         output = StreamOutput(server_send, self.send_timeout, ChunkedTransport.of(server_send))
-        source = self._source
-
-        def client_left() -> None:
-            output.disconnected = True
-            source.end("disconnect")
-
-        def write_failed() -> None:
-            source.end("write_failed")
-
-        output.on_failure = write_failed
-        watch = DisconnectWatch(receive, client_left)
-        self._streams.add(output, task)
+        source, streams, background = self._source, self._streams, self.background
+        ends = _StreamEnds(output, source)
+        output.on_failure = ends.write_failed
+        watch = DisconnectWatch(receive, ends.client_left)
+        # This frame stays alive as long as the stream; the response object (its headers
+        # and settings, several hundred bytes) is not needed any more.
+        del self
+        streams.add(output, task)
         try:
             watch.start()
-            async with contextlib.aclosing(source.frames(output)) as frames:
+            frames = source.frames(output)
+            try:  # contextlib.aclosing, without an object kept for the stream's lifetime
                 async for chunk in frames:
                     await output.write(chunk)
                     if output.disconnected:
                         break
+            finally:
+                await frames.aclose()
             if output.error is not None:
                 raise output.error  # a stalled client: no end-of-body write could reach it
             if not output.disconnected:
                 await send(_END_OF_BODY)
         except asyncio.CancelledError:
-            if not self._streams.was_forced(output):
+            if not streams.was_forced(output):
                 raise
             task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
         finally:
             watch.stop()
-            self._streams.discard(output)
-        if self.background is not None:
-            await self.background()
+            streams.discard(output)
+        if background is not None:
+            await background()

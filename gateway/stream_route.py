@@ -44,4 +44,8 @@ class StreamRoute:
         except GatewayError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        await response(scope, receive, send)
+        # This frame lives as long as the stream: keep neither the request (its parsed
+        # query and headers) nor the response object alive through it.
+        streaming = response(scope, receive, send)
+        del request, query, response
+        await streaming

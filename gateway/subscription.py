@@ -18,17 +18,16 @@ and the stream's own task, exactly as before.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiostream import stream
 
 from contract.events import BaseEvent
-from gateway.channel_stream import ChannelFeed, Item
+from gateway.channel_stream import ChannelFeed
 from gateway.cursor import Cursor
 from gateway.entries import Entry, LiveBatch
 from gateway.frames import FrameWriter
@@ -281,9 +280,19 @@ class Subscription:
                 for feed, sink in zip(feeds, sinks, strict=True):
                     sink.deliver = functools.partial(live.deliver, feed)
             try:
-                async with _merged(feeds) as items_stream:
-                    async for items in items_stream:
-                        yield writer.render(items)
+                if len(feeds) == 1:
+                    # A single feed needs no merge; no context-manager objects either, as
+                    # this frame stays alive for the whole stream.
+                    items_stream = feeds[0].items()
+                    try:
+                        async for items in items_stream:
+                            yield writer.render(items)
+                    finally:
+                        await items_stream.aclose()
+                else:
+                    async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
+                        async for items in merged:
+                            yield writer.render(items)
             except SinkClosed as closed:
                 if closed.reason in QUIET_ENDS:
                     return
@@ -295,15 +304,3 @@ class Subscription:
         finally:
             for sink in sinks:
                 await hub.detach(sink)
-
-
-@contextlib.asynccontextmanager
-async def _merged(feeds: Sequence[ChannelFeed]) -> AsyncIterator[AsyncIterator[list[Item]]]:
-    if len(feeds) == 1:
-        single = feeds[0].items()
-        async with contextlib.aclosing(single):
-            yield single
-    else:
-        merged = stream.merge(*(feed.items() for feed in feeds))
-        async with merged.stream() as streamer:
-            yield streamer
