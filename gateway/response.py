@@ -223,7 +223,10 @@ class StreamResponse(EventSourceResponse):
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
         server_send = scope.get(SERVER_SEND, send)
-        output = StreamOutput(server_send, self.send_timeout, ChunkedTransport.of(server_send))
+        direct = ChunkedTransport.of(server_send)
+        if direct is not None and not self._streams.tcp_nodelay:
+            direct.coalesce_writes()
+        output = StreamOutput(server_send, self.send_timeout, direct)
         source, streams, background = self._source, self._streams, self.background
         ends = _StreamEnds(output, source)
         output.on_failure = ends.write_failed

@@ -67,7 +67,10 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
         backoff_max=settings.redis_backoff_max,
     )
     try:
-        async with hub, OpenStreams(settings.ping_interval) as streams:
+        async with (
+            hub,
+            OpenStreams(settings.ping_interval, tcp_nodelay=settings.tcp_nodelay) as streams,
+        ):
             runtime = Runtime(
                 settings=settings,
                 redis=redis,

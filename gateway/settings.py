@@ -86,7 +86,7 @@ class GatewaySettings(BaseSettings):
         description="Payload bytes buffered per client and channel before it is cut.",
     )
     flush_interval_ms: float = Field(
-        default=30.0,
+        default=10.0,
         ge=0,
         le=1000,
         description=(
@@ -108,6 +108,14 @@ class GatewaySettings(BaseSettings):
     )
     send_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
+    )
+    tcp_nodelay: bool = Field(
+        default=False,
+        description=(
+            "Send every write to a stream at once (TCP_NODELAY). Off, as nginx leaves it for "
+            "streamed responses: writes made while the client's last segment is unacknowledged "
+            "leave together with the ACK, fewer and larger segments under load."
+        ),
     )
     shutdown_grace_period: float = Field(
         default=5.0, ge=0, description="Seconds streams get to close on SIGTERM."
