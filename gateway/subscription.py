@@ -110,7 +110,21 @@ class SoloLiveWriter(LiveWriter):
         return True
 
 
-class SeatedLiveWriter(SoloLiveWriter):
+class DirectWrites:
+    """``write_framed`` for the fan-out's loops: a seat's or lockstep member's write."""
+
+    __slots__ = ()
+    _direct: ChunkedTransport
+    _output: StreamOutput
+
+    def write_framed(self, framed: bytes) -> bool:
+        if self._direct.write_framed(framed):
+            self._output.wrote = True
+            return True
+        return False
+
+
+class SeatedLiveWriter(DirectWrites, SoloLiveWriter):
     """A one-channel client under uvicorn: its ``Seat`` in the channel's fan-out."""
 
     __slots__ = ("_direct",)
@@ -121,12 +135,6 @@ class SeatedLiveWriter(SoloLiveWriter):
         super().__init__(feed, writer, output)
         self._direct = direct
 
-    def write_framed(self, framed: bytes) -> bool:
-        if self._direct.write_framed(framed):
-            self._output.wrote = True
-            return True
-        return False
-
     def in_step(self, last: Entry) -> bool:
         return self._feed.position == last.id and self._output.ready and self._direct.writable
 
@@ -135,7 +143,7 @@ class SeatedLiveWriter(SoloLiveWriter):
         self._writer.advance_solo(last.id)
 
 
-class LockstepLiveWriter(LiveWriter):
+class LockstepLiveWriter(DirectWrites, LiveWriter):
     """A client on several channels under uvicorn: a ``lockstep.Member`` once in step."""
 
     __slots__ = ("_candidate", "_direct", "_feeds", "_hub", "sinks")
@@ -186,12 +194,6 @@ class LockstepLiveWriter(LiveWriter):
         elif lockstep.positions != positions:
             return
         lockstep.join(self)
-
-    def write_framed(self, framed: bytes) -> bool:
-        if self._direct.write_framed(framed):
-            self._output.wrote = True
-            return True
-        return False
 
     def sync(self, positions: Mapping[str, bytes]) -> None:
         for feed in self._feeds:
