@@ -4,7 +4,8 @@ Per channel ``c`` under prefix ``p``:
 
 - ``p:{c}:history``: a Redis Stream, the channel's bounded history. Entry
   fields: ``e`` (SSE event name), ``d`` (payload JSON), ``p`` (the id of the
-  entry before it, ``0-0`` for the first).
+  entry before it, ``0-0`` for the first), ``i`` (the publisher's random token
+  for the event, so a retry whose first reply was lost finds it, not appends twice).
 - ``p:{c}:live``: a pub/sub channel carrying each entry as it is appended,
   encoded as ``id\\nprev\\nevent\\ndata``.
 
@@ -26,6 +27,7 @@ from contract.channels import validate_channel
 FIELD_EVENT: Final = b"e"
 FIELD_DATA: Final = b"d"
 FIELD_PREV: Final = b"p"
+FIELD_TOKEN: Final = b"i"
 NO_ENTRY_ID: Final = b"0-0"
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,32}")
@@ -97,9 +99,16 @@ def publish_args(
     maxlen: int,
     exact_trim: bool,
     max_age_ms: int,
+    token: str,
+    lookback_ms: int = 0,
 ) -> list[Any]:
-    """ARGV for ``publish.lua``, in its order."""
-    return [live_channel, event, data, maxlen, "=" if exact_trim else "~", max_age_ms]
+    """ARGV for ``publish.lua``, in its order.
+
+    ``token`` is unique per event and the same on every attempt to publish it;
+    ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it.
+    """
+    trim = "=" if exact_trim else "~"
+    return [live_channel, event, data, maxlen, trim, max_age_ms, token, lookback_ms]
 
 
 def read_args(after: bytes | None, count: int) -> list[Any]:

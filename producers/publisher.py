@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -22,6 +24,8 @@ from contract.wire import Keyspace, publish_args, script_source
 log = logging.getLogger(__name__)
 
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+RETRY_LOOKBACK_MARGIN_MS = 5_000
+"""Added to a retry's look-back window for clock steps between Redis servers (failover)."""
 
 
 class PublishError(Exception):
@@ -49,7 +53,10 @@ class Publisher:
     """Publishes events atomically to a channel's history and live flow.
 
     Connection failures are retried with backoff and logged, forever unless
-    ``max_attempts`` is set: an event is never dropped silently.
+    ``max_attempts`` is set: an event is never dropped silently. Retries are
+    idempotent: each event carries a random token, and a retry whose earlier
+    attempt was applied (only its reply was lost) returns that entry's id
+    instead of appending the event again.
     """
 
     def __init__(
@@ -105,23 +112,34 @@ class Publisher:
         if b"\n" in data or b"\r" in data:
             raise ValueError("event data must be one line of JSON (encode newlines as \\n)")
         keys = [self._keyspace.history_key(channel)]
-        args = publish_args(
-            live_channel=self._keyspace.live_channel(channel),
-            event=event_name,
-            data=data,
-            maxlen=self._retention.maxlen,
-            exact_trim=self._retention.exact_trim,
-            max_age_ms=self._retention.max_age_ms,
-        )
+        token = secrets.token_urlsafe(12)
+        first_attempt_at = time.monotonic()
         attempt = 0
         while True:
+            # A retry looks back over everything appended since the first attempt was sent.
+            lookback_ms = (
+                int((time.monotonic() - first_attempt_at) * 1000) + RETRY_LOOKBACK_MARGIN_MS
+                if attempt
+                else 0
+            )
+            args = publish_args(
+                live_channel=self._keyspace.live_channel(channel),
+                event=event_name,
+                data=data,
+                maxlen=self._retention.maxlen,
+                exact_trim=self._retention.exact_trim,
+                max_age_ms=self._retention.max_age_ms,
+                token=token,
+                lookback_ms=lookback_ms,
+            )
             try:
                 entry_id = await self._script(keys=keys, args=args)
             except RETRYABLE as exc:
                 attempt += 1
                 if self._max_attempts is not None and attempt >= self._max_attempts:
                     raise PublishError(
-                        f"could not publish to {channel!r} after {attempt} attempts: {exc}"
+                        f"could not publish to {channel!r} after {attempt} attempts"
+                        f" (an attempt whose reply was lost may have been applied): {exc}"
                     ) from exc
                 delay = self._backoff.delay(attempt)
                 log.warning(

@@ -6,11 +6,39 @@
 -- ARGV[4]  history max length (entries)
 -- ARGV[5]  '~' for approximate (fast) trimming, '=' for exact
 -- ARGV[6]  history max age in milliseconds, 0 for none
--- Returns the new entry id.
+-- ARGV[7]  publish token: random, unique to this event, kept in the entry ('i')
+-- ARGV[8]  0 on a first attempt; on a retry, how many ms back to look for the token
+-- Returns the new entry id, or on a retry the id of the entry an earlier attempt
+-- appended (its reply was lost): a retried publish never appends twice.
 --
 -- Each entry records its predecessor's id ('p'), so a reader can tell
 -- exactly whether anything between its cursor and the next entry is gone.
 local stream = KEYS[1]
+local token = ARGV[7]
+local lookback_ms = tonumber(ARGV[8])
+if lookback_ms > 0 then
+  -- Entry ids never run behind the server clock, so an entry appended by an
+  -- earlier attempt has an id at or after now - lookback.
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local oldest = string.format('%d', math.max(0, now_ms - lookback_ms))
+  local newest = '+'
+  while true do
+    local page = redis.call('XREVRANGE', stream, newest, oldest, 'COUNT', 256)
+    for _, entry in ipairs(page) do
+      local fields = entry[2]
+      for i = 1, #fields, 2 do
+        if fields[i] == 'i' and fields[i + 1] == token then
+          return entry[1]
+        end
+      end
+    end
+    if #page < 256 then
+      break
+    end
+    newest = '(' .. page[#page][1]
+  end
+end
 local prev = '0-0'
 if redis.call('EXISTS', stream) == 1 then
   local info = redis.call('XINFO', 'STREAM', stream)
@@ -22,7 +50,7 @@ if redis.call('EXISTS', stream) == 1 then
   end
 end
 local id = redis.call('XADD', stream, 'MAXLEN', ARGV[5], ARGV[4], '*',
-  'e', ARGV[2], 'd', ARGV[3], 'p', prev)
+  'e', ARGV[2], 'd', ARGV[3], 'p', prev, 'i', token)
 local max_age_ms = tonumber(ARGV[6])
 if max_age_ms > 0 then
   local now = redis.call('TIME')
