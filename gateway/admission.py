@@ -18,16 +18,12 @@ RETRY_AFTER_SECONDS = 1
 class StreamAdmission:
     """Counts requests in flight on the stream route and refuses those over the limit."""
 
-    def __init__(self, app: ASGIApp, *, path: str, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
         self.app = app
-        self.path = path
         self.limit = limit
         self.open = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
         if self.open >= self.limit:
             refusal = TooManyStreams(
                 f"this gateway holds its maximum of {self.limit} streams",

@@ -6,24 +6,38 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission import StreamAdmission
 from gateway.auth import TokenVerifier
-from gateway.cors import install_cors
+from gateway.cors import install_cors, with_cors
 from gateway.errors import install_error_handlers
 from gateway.response import SERVER_SEND
-from gateway.routes import router
+from gateway.routes import STREAM_PATH, router
 from gateway.runtime import open_runtime
 from gateway.settings import GatewaySettings
 from gateway.stream_route import StreamRoute
 
 
 class GatewayApp(FastAPI):
-    """FastAPI that notes the server's own ``send`` in the scope for ``StreamResponse``."""
+    """FastAPI that hands ``GET /sse`` to ``stream_entry`` before its middleware stack.
+
+    It also notes the server's own ``send`` in the scope for ``StreamResponse``.
+    """
+
+    stream_entry: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[SERVER_SEND] = send
+        if (
+            self.stream_entry is not None
+            and scope["type"] == "http"
+            and scope["path"] == STREAM_PATH
+            and scope["method"] == "GET"
+        ):
+            scope["app"] = self  # what Starlette sets: the route reads app.state
+            await self.stream_entry(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 
@@ -47,8 +61,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # Built here, not per request: a bad key fails the start, not the first subscriber.
     app.state.auth = TokenVerifier.from_settings(settings)
     install_error_handlers(app)
-    app.add_middleware(StreamRoute, path="/sse")  # innermost: streams skip FastAPI's routing
-    app.add_middleware(StreamAdmission, path="/sse", limit=settings.max_streams)
-    install_cors(app, settings)  # outermost, so that refusals carry CORS headers too
+    install_cors(app, settings)  # for every other route, and preflights of /sse
+    # CORS outermost, so that refusals carry CORS headers too.
+    app.stream_entry = with_cors(
+        StreamAdmission(StreamRoute(), limit=settings.max_streams), settings
+    )
     app.include_router(router)
     return app

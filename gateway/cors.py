@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
 
 from gateway.errors import error_body
 from gateway.settings import GatewaySettings
@@ -42,15 +45,27 @@ class GatewayCORSMiddleware(CORSMiddleware):
         )
 
 
-def install_cors(app: FastAPI, settings: GatewaySettings) -> None:
-    """Add the CORS middleware when origins are configured."""
+def cors_options(settings: GatewaySettings) -> dict[str, Any] | None:
+    """``GatewayCORSMiddleware``'s arguments, or None when no origins are configured."""
     if not settings.cors_origins:
-        return
-    app.add_middleware(
-        GatewayCORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET"],
-        allow_headers=list(ALLOWED_HEADERS),
-        allow_credentials=settings.cors_allow_credentials,
-        expose_headers=list(EXPOSED_HEADERS),
-    )
+        return None
+    return {
+        "allow_origins": settings.cors_origins,
+        "allow_methods": ["GET"],
+        "allow_headers": list(ALLOWED_HEADERS),
+        "allow_credentials": settings.cors_allow_credentials,
+        "expose_headers": list(EXPOSED_HEADERS),
+    }
+
+
+def install_cors(app: FastAPI, settings: GatewaySettings) -> None:
+    """Add the CORS middleware to the app's stack when origins are configured."""
+    if (options := cors_options(settings)) is not None:
+        app.add_middleware(GatewayCORSMiddleware, **options)
+
+
+def with_cors(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
+    """``app`` behind the same CORS middleware, for an app outside the stack."""
+    if (options := cors_options(settings)) is None:
+        return app
+    return GatewayCORSMiddleware(app, **options)

@@ -27,6 +27,7 @@ from gateway.runtime import Runtime
 from gateway.subscription import Subscription
 
 router = APIRouter()
+STREAM_PATH = "/sse"
 
 
 def _runtime(request: Request) -> Runtime:
@@ -97,7 +98,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 @router.get(
-    "/sse",
+    STREAM_PATH,
     summary="Open an SSE stream over one or more channels",
     response_class=StreamResponse,
     responses={

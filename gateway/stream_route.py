@@ -1,36 +1,34 @@
-"""``GET /sse`` served without FastAPI's per-request machinery.
+"""``GET /sse`` served without FastAPI's and Starlette's per-request machinery.
 
 A stream's request handler stays on the stack for as long as the stream is
-open. Through FastAPI that is the router, the route's parameter solving, its
-exception wrappers and three ``AsyncExitStack``s: about 8 KB per idle stream,
-and most of the CPU it takes to open one (FastAPI inspects each parameter's
-annotation on every request). ``StreamRoute`` sits just inside the admission
-middleware, reads the query and headers the way FastAPI would for the route's
-parameters, and calls the route's function (``gateway.routes.sse``) itself, so
-validation, auth and cursor handling are the route's own. The FastAPI route
-stays registered: it documents the endpoint in OpenAPI and answers other methods.
+open, and so does every middleware around it. Through FastAPI that is the
+router, the route's parameter solving, its exception wrappers, three
+``AsyncExitStack``s and Starlette's middleware stack (error, telemetry and body
+limit layers): several KB per idle stream, and most of the CPU it takes to open
+one. ``GatewayApp`` hands ``GET /sse`` to ``StreamRoute`` (behind admission, and
+CORS when configured) before any of that; ``StreamRoute`` reads the query and
+headers the way FastAPI would for the route's parameters and calls the route's
+function (``gateway.routes.sse``) itself, so validation, auth and cursor
+handling are the route's own. The FastAPI route stays registered: it documents
+the endpoint in OpenAPI and answers other methods.
+
+An unexpected exception reaches uvicorn, which logs it and answers 500 as
+Starlette's error middleware would.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.errors import GatewayError, error_response
 from gateway.routes import sse
 
 
 class StreamRoute:
-    """Answers ``GET <path>`` with the stream route's function; everything else passes on."""
-
-    def __init__(self, app: ASGIApp, *, path: str) -> None:
-        self.app = app
-        self.path = path
+    """The ASGI app of ``GET /sse``: the stream route's function, called directly."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
         request = Request(scope, receive, send)
         query = request.query_params  # parsed once: the route reads it again
         try:
