@@ -63,8 +63,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
-    app.stream_entry = with_cors(
-        StreamAdmission(StreamRoute(), limit=settings.max_streams), settings
-    )
+    app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
     app.include_router(router)
     return app

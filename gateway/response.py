@@ -212,49 +212,62 @@ class StreamResponse(EventSourceResponse):
         self.raw_headers = list(template["raw_headers"])  # middleware may edit its own copy
         self._source = source
         self._streams = streams
+        self.on_end: Callable[[], None] | None = None
+        """Called once when the response ends, however it ends (admission's release)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"].upper() == "HEAD":
-            await super().__call__(scope, receive, send)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        server_send = scope.get(SERVER_SEND, send)
-        direct = ChunkedTransport.of(server_send)
-        if direct is not None and not self._streams.tcp_nodelay:
-            direct.coalesce_writes()
-        output = StreamOutput(server_send, self.send_timeout, direct)
-        source, streams, background = self._source, self._streams, self.background
-        ends = _StreamEnds(output, source)
-        output.on_failure = ends.write_failed
-        watch = DisconnectWatch(receive, ends.client_left)
-        # This frame stays alive as long as the stream; the response object (its headers
-        # and settings, several hundred bytes) is not needed any more.
-        del self
-        streams.add(output, task)
+        on_end = self.on_end
         try:
-            watch.start()
-            frames = source.frames(output)
-            try:  # contextlib.aclosing, without an object kept for the stream's lifetime
-                async for chunk in frames:
-                    await output.write(chunk)
-                    if output.disconnected:
-                        break
+            if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+                await super().__call__(scope, receive, send)
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            server_send = scope.get(SERVER_SEND, send)
+            direct = ChunkedTransport.of(server_send)
+            if direct is not None and not self._streams.tcp_nodelay:
+                direct.coalesce_writes()
+            output = StreamOutput(server_send, self.send_timeout, direct)
+            source, streams, background = self._source, self._streams, self.background
+            ends = _StreamEnds(output, source)
+            output.on_failure = ends.write_failed
+            watch = DisconnectWatch(receive, ends.client_left)
+            # This frame stays alive as long as the stream; the response object (its
+            # headers and settings, several hundred bytes) is not needed any more.
+            del self
+            streams.add(output, task)
+            try:
+                watch.start()
+                frames = source.frames(output)
+                try:  # contextlib.aclosing, without an object kept for the stream's lifetime
+                    async for chunk in frames:
+                        await output.write(chunk)
+                        if output.disconnected:
+                            break
+                finally:
+                    await frames.aclose()
+                if output.error is not None:
+                    raise output.error  # a stalled client: no end-of-body write could reach it
+                if not output.disconnected:
+                    await send(_END_OF_BODY)
+            except asyncio.CancelledError:
+                if not streams.was_forced(output):
+                    raise
+                task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
             finally:
-                await frames.aclose()
-            if output.error is not None:
-                raise output.error  # a stalled client: no end-of-body write could reach it
-            if not output.disconnected:
-                await send(_END_OF_BODY)
-        except asyncio.CancelledError:
-            if not streams.was_forced(output):
-                raise
-            task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+                watch.stop()
+                streams.discard(output)
+            if background is not None:
+                await background()
         finally:
-            watch.stop()
-            streams.discard(output)
-        if background is not None:
-            await background()
+            # The stream's own frame is the one that lives as long as it (no wrapper
+            # coroutine does), so it gives the admission slot back.
+            if on_end is not None:
+                on_end()

@@ -128,6 +128,20 @@ async def sse(
         ),
     ] = None,
 ) -> StreamResponse:
+    return open_stream(request, channel, last_event_id, last_event_id_header, token)
+
+
+def open_stream(
+    request: Request,
+    channel: list[str],
+    last_event_id: str | None,
+    last_event_id_header: str | None,
+    token: str | None,
+) -> StreamResponse:
+    """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request.
+
+    Synchronous: ``StreamRoute`` calls it without a coroutine of its own.
+    """
     runtime = _runtime(request)
     settings = runtime.settings
     reject_repeats(request, "last_event_id", "token")

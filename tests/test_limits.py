@@ -79,6 +79,13 @@ async def test_streams_beyond_the_limit_get_a_503_with_retry_after(gateway_facto
     await asyncio.to_thread(wait_until_admitted, gateway, 2)
 
 
+def test_refused_requests_give_their_admission_slot_back(gateway_factory) -> None:
+    gateway = gateway_factory(env={"SSE_MAX_STREAMS": "1"})
+    for query in ("channel=bad%20name", "channel=echo&token=a&token=b", "channel="):
+        assert get(gateway, query).status_code == 400
+    wait_until_admitted(gateway, 1, timeout=2)
+
+
 async def test_a_burst_of_connections_never_exceeds_the_stream_limit(gateway_factory) -> None:
     gateway = gateway_factory(env={"SSE_MAX_STREAMS": "3"})
     url = sse_url(gateway.base_url, ["echo"])
