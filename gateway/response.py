@@ -232,8 +232,10 @@ class StreamResponse(EventSourceResponse):
             )
             server_send = scope.get(SERVER_SEND, send)
             direct = ChunkedTransport.of(server_send)
-            if direct is not None and not self._streams.tcp_nodelay:
-                direct.coalesce_writes()
+            if direct is not None:
+                direct.last_on_connection()
+                if not self._streams.tcp_nodelay:
+                    direct.coalesce_writes()
             output = StreamOutput(server_send, self.send_timeout, direct)
             source, streams, background = self._source, self._streams, self.background
             ends = _StreamEnds(output, source)

@@ -23,6 +23,8 @@ from typing import Any
 
 from starlette.types import Send
 
+from gateway.http_protocol import LeanHttpProtocol
+
 _CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
 
 _last_chunk: bytes = b""
@@ -67,6 +69,14 @@ class ChunkedTransport:
         except AttributeError:
             return None
         return cls(cycle) if usable else None
+
+    def last_on_connection(self) -> None:
+        """This response is endless: its connection reads no further request.
+
+        Under ``LeanHttpProtocol`` that frees the request parser of an idle stream."""
+        protocol = getattr(getattr(self._cycle, "on_response", None), "__self__", None)
+        if isinstance(protocol, LeanHttpProtocol):
+            protocol.stop_reading_requests(self._cycle)
 
     def coalesce_writes(self) -> None:
         """Turn Nagle's algorithm back on for this connection (uvloop turns it off).

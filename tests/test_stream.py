@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 
 import httpx
 from redis.asyncio import Redis
@@ -17,6 +19,8 @@ from tests.support.assertions import (
     numbered,
     publish_numbered,
 )
+from tests.support.processes import GatewayProcess
+from tests.support.raw_sse import RawStream
 from tests.support.sse import sse_connect
 
 FRAME = re.compile(
@@ -94,3 +98,33 @@ async def test_one_pubsub_connection_serves_many_clients(
     finally:
         for s in streams:
             await s.__aexit__(None, None, None)
+
+
+async def wait_for_open_streams(gateway: GatewayProcess, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (await asyncio.to_thread(gateway.stats))["streams"]["open"] != count:  # type: ignore[index]
+        assert time.monotonic() < deadline, f"open streams never reached {count}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_request_pipelined_behind_a_stream_is_dropped_and_the_stream_goes_on(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    # The stream's response never ends, so nothing sent after its request can be
+    # answered on this connection: the gateway reads no further request there.
+    stream = await RawStream.open(gateway.port, ["echo"])
+    try:
+        await wait_for_open_streams(gateway, 1)
+        stream.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        async with Publisher.from_url(redis_url) as publisher:
+            await publish_numbered(publisher, "echo", range(3))
+        received = []
+        async with asyncio.timeout(10):
+            while len(received) < 3:
+                events = await stream.read()  # a response to the pipelined request would
+                assert events is not None, "the stream ended"  # break the chunked body
+                received += [e for e in events if e.event == "echo"]
+        assert [json.loads(e.data)["message"] for e in received] == numbered(3)
+    finally:
+        await stream.aclose()
+    await wait_for_open_streams(gateway, 0)

@@ -171,6 +171,10 @@ class RawStream:
             return None
         return self.parser.feed(data)
 
+    def write(self, data: bytes) -> None:
+        """Send more bytes on the connection (a pipelined request, say)."""
+        self._writer.write(data)
+
     def abort(self) -> None:
         """Drop the connection at once, the way a browser tab closes."""
         self._writer.transport.abort()
