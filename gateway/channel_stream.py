@@ -99,8 +99,11 @@ class ChannelFeed:
             # everything after it reaches the sink, so there is no history to read.
             async for items in self._catch_up():
                 yield items
+        sink = self._sink
         while True:
-            batches, resync = await self._sink.take()
+            while not sink.ready():
+                await sink.wait()
+            batches, resync = sink.take()
             if resync:
                 await self._hub.wait_subscribed(self.channel)
                 async for items in self._catch_up():

@@ -4,7 +4,7 @@ The hub pushes batches of entries in; the client's channel stream takes
 everything buffered in one call. A sink never grows beyond its limits: the
 client is cut (``SlowConsumer``) and resumes from history instead.
 
-While the client's stream waits in ``take`` with nothing buffered, a batch may
+While the client's stream waits (``wait``) with nothing buffered, a batch may
 skip the buffer: ``deliver`` (set by the subscription) writes it to the client
 at once, which saves waking the stream's task for every live event. A client that keeps
 up that way is then seated in its channel's fan-out (``gateway.fanout``) and
@@ -82,9 +82,11 @@ class ChannelSink:
 
     @property
     def idle(self) -> bool:
-        """The stream waits in ``take`` with nothing buffered, nothing to resync."""
+        """The stream waits (``wait``) with nothing buffered, nothing to resync."""
+        waiter = self._waiter
         return (
-            self._waiter is not None
+            waiter is not None
+            and not waiter.done()  # cancelled: the stream is ending
             and not self._batches
             and not self._resync
             and self._state is _State.OPEN
@@ -94,8 +96,9 @@ class ChannelSink:
         """Add a batch; called by the hub, never blocks."""
         if self._state is not _State.OPEN:
             return
-        if self._waiter is not None and not self._batches and not self._resync:
-            # The stream waits in take() with nothing pending: it may take the short way.
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and not self._batches and not self._resync:
+            # The stream waits with nothing pending: it may take the short way.
             deliver = self.deliver
             if deliver is not None and deliver(batch):
                 return
@@ -133,14 +136,19 @@ class ChannelSink:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def take(self) -> tuple[list[Sequence[Entry]], bool]:
-        """Wait for and return (buffered batches, whether a resync was requested)."""
-        while not self._batches and not self._resync and self._state is _State.OPEN:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def ready(self) -> bool:
+        """``take`` has something to return (or to raise): no need to ``wait``."""
+        return bool(self._batches) or self._resync or self._state is not _State.OPEN
+
+    def wait(self) -> asyncio.Future[None]:
+        """A future that is set once ``ready``. The stream awaits it in its own frame: a
+        coroutine here would be one more frame kept alive by every idle stream."""
+        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def take(self) -> tuple[list[Sequence[Entry]], bool]:
+        """(Buffered batches, whether a resync was requested), once ``ready``."""
+        self._waiter = None
         if self._state is _State.OVERFLOWED:
             raise SlowConsumer
         if self._state is _State.CLOSED:
