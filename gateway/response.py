@@ -236,6 +236,11 @@ class StreamResponse(EventSourceResponse):
                 direct.last_on_connection()
                 if not self._streams.tcp_nodelay:
                     direct.coalesce_writes()
+            # The request's headers have been read (auth, cursor, CORS, access log): a
+            # browser's dozen headers and cookies need not live as long as the stream.
+            request_headers = scope.get("headers")
+            if isinstance(request_headers, list):
+                request_headers.clear()  # in place: uvicorn's protocol holds the same list
             output = StreamOutput(server_send, self.send_timeout, direct)
             source, streams, background = self._source, self._streams, self.background
             ends = _StreamEnds(output, source)
