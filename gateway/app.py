@@ -12,6 +12,7 @@ from gateway.admission import StreamAdmission
 from gateway.auth import TokenVerifier
 from gateway.cors import install_cors, with_cors
 from gateway.errors import install_error_handlers
+from gateway.forwarded import ForwardedHeaders
 from gateway.response import SERVER_SEND
 from gateway.routes import STREAM_PATH, router
 from gateway.runtime import open_runtime
@@ -22,12 +23,17 @@ from gateway.stream_route import StreamRoute
 class GatewayApp(FastAPI):
     """FastAPI that hands ``GET /sse`` to ``stream_entry`` before its middleware stack.
 
-    It also notes the server's own ``send`` in the scope for ``StreamResponse``.
+    It applies trusted proxies' forwarded headers itself (``python -m gateway`` runs
+    uvicorn without its middleware for them, which would stay on every stream's stack)
+    and notes the server's own ``send`` in the scope for ``StreamResponse``.
     """
 
     stream_entry: ASGIApp | None = None
+    forwarded: ForwardedHeaders | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.forwarded is not None and scope["type"] != "lifespan":
+            self.forwarded.apply(scope)
         scope[SERVER_SEND] = send
         if (
             self.stream_entry is not None
@@ -58,6 +64,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.forwarded = ForwardedHeaders()
     # Built here, not per request: a bad key fails the start, not the first subscriber.
     app.state.auth = TokenVerifier.from_settings(settings)
     install_error_handlers(app)

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
-        proxy_headers=True,
+        proxy_headers=False,  # GatewayApp applies them (gateway.forwarded), without a frame
         http=LeanHttpProtocol,  # uvicorn's httptools protocol, lighter per idle stream
     )
     return 0

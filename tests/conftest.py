@@ -68,8 +68,9 @@ def gateway_factory(
         workers: int = 1,
         redis_url: str = redis_url,
         port: int | None = None,
+        args: list[str] | None = None,
     ) -> GatewayProcess:
-        gateway = GatewayProcess(redis_url, env=env, workers=workers, port=port)
+        gateway = GatewayProcess(redis_url, env=env, workers=workers, port=port, args=args)
         _processes.append(gateway)
         return gateway
 

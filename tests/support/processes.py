@@ -87,12 +87,14 @@ class GatewayProcess(ManagedProcess):
         env: dict[str, str] | None = None,
         workers: int = 1,
         port: int | None = None,
+        args: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
-        args = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
         if workers != 1:
-            args += ["--workers", str(workers)]
-        super().__init__(args, {"REDIS_URL": redis_url, **(env or {})}, name="gateway")
+            argv += ["--workers", str(workers)]
+        argv += args or []
+        super().__init__(argv, {"REDIS_URL": redis_url, **(env or {})}, name="gateway")
         try:
             self.wait_ready()
         except BaseException:
