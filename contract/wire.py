@@ -27,7 +27,6 @@ from contract.channels import validate_channel
 FIELD_EVENT: Final = b"e"
 FIELD_DATA: Final = b"d"
 FIELD_PREV: Final = b"p"
-FIELD_TOKEN: Final = b"i"
 NO_ENTRY_ID: Final = b"0-0"
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,32}")

@@ -96,9 +96,7 @@ class ChannelSink:
         """Add a batch; called by the hub, never blocks."""
         if self._state is not _State.OPEN:
             return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and not self._batches and not self._resync:
-            # The stream waits with nothing pending: it may take the short way.
+        if self.idle:  # the stream waits with nothing pending: it may take the short way
             deliver = self.deliver
             if deliver is not None and deliver(batch):
                 return

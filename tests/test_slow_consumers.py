@@ -45,13 +45,6 @@ def numbers_of(events: list[Event]) -> list[str]:
     return [number_of(e) for e in events if e.event == "echo"]
 
 
-def open_streams(gateway: GatewayProcess) -> int:
-    streams = gateway.stats()["streams"]
-    assert isinstance(streams, dict)
-    count: int = streams["open"]
-    return count
-
-
 async def publish_padded(
     publisher: Publisher, numbers: range, sent_at: dict[str, float] | None = None
 ) -> int:
@@ -158,7 +151,7 @@ async def test_a_client_that_stops_reading_is_cut_with_a_hint_and_fast_ones_are_
         # Every fast client has everything while the stalled one has read nothing and still
         # holds its stream: fan-out did not wait for the slow client (were it blocked behind
         # it, the fast ones would wait until the send timeout, long after this test's).
-        assert open_streams(gateway) == 3
+        assert gateway.open_streams() == 3
         # The fast clients are written by the fan-out's fast lane; the stalled one left it.
         assert gateway.stats()["hub"]["seated"] == len(fast) * len(channels)  # type: ignore[index]
         for reader in readers:
@@ -245,7 +238,7 @@ async def test_a_client_that_never_reads_again_is_dropped_by_the_gateway(
         async with Publisher.from_url(redis_url) as publisher:
             await publish_padded(publisher, range(total))
         deadline = time.monotonic() + 20
-        while open_streams(gateway) != 0:
+        while gateway.open_streams() != 0:
             assert time.monotonic() < deadline, "the stalled client was never dropped"
             await asyncio.sleep(0.1)
         # What reached its socket before the cut is intact; then the connection is closed.

@@ -102,7 +102,7 @@ async def test_one_pubsub_connection_serves_many_clients(
 
 async def wait_for_open_streams(gateway: GatewayProcess, count: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while (await asyncio.to_thread(gateway.stats))["streams"]["open"] != count:  # type: ignore[index]
+    while await asyncio.to_thread(gateway.open_streams) != count:
         assert time.monotonic() < deadline, f"open streams never reached {count}"
         await asyncio.sleep(0.05)
 

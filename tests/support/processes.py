@@ -122,6 +122,12 @@ class GatewayProcess(ManagedProcess):
         data: dict[str, object] = httpx.get(f"{self.base_url}/stats", timeout=10).json()
         return data
 
+    def open_streams(self) -> int:
+        streams = self.stats()["streams"]
+        assert isinstance(streams, dict)
+        count: int = streams["open"]
+        return count
+
 
 class ProducerProcess(ManagedProcess):
     def __init__(
