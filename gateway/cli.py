@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
 from contract.wire import InvalidPrefix, Keyspace
-from gateway.http_protocol import LeanHttpProtocol
+from gateway._fastpath.protocol import LeanHttpProtocol
 from gateway.settings import GatewaySettings
 
 
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # takes over) status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
-        "gateway.app:create_app",
+        "gateway.http.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
-        proxy_headers=False,  # GatewayApp applies them (gateway.forwarded), without a frame
+        proxy_headers=False,  # GatewayApp applies them (gateway._fastpath.forwarded)
         http=LeanHttpProtocol,  # uvicorn's httptools protocol, lighter per idle stream
     )
     return 0

@@ -14,12 +14,12 @@ from sse_starlette.sse import AppStatus
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace
+from gateway.broker.history import HistoryReader
+from gateway.fanout.hub import Hub
 from gateway.gc_tuning import tune_for_streams
-from gateway.history import HistoryReader
-from gateway.hub import Hub
+from gateway.resume.subscription import StreamOptions
 from gateway.settings import GatewaySettings
-from gateway.streams import OpenStreams
-from gateway.subscription import StreamOptions
+from gateway.sse.open_streams import OpenStreams
 
 log = logging.getLogger(__name__)
 

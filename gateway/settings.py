@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.auth import MIN_HS256_SECRET_BYTES, load_rs256_public_key
-from gateway.cursor import longest_cursor
+from gateway.resume.cursor import longest_cursor
 
 # An origin as browsers send it: scheme://host[:port], no path.
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")

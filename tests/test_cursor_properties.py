@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from contract.channels import MAX_CHANNEL_LENGTH, is_valid_channel, validate_channel
 from contract.wire import Keyspace
-from gateway.cursor import (
+from gateway.resume.cursor import (
     EARLIEST,
     LIVE,
     Cursor,

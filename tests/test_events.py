@@ -21,7 +21,8 @@ from contract.events import (
     snake_case,
 )
 from contract.wire import InvalidPrefix, Keyspace
-from gateway.cursor import (
+from gateway.broker.entry import Entry
+from gateway.resume.cursor import (
     EARLIEST,
     LIVE,
     CursorError,
@@ -29,7 +30,6 @@ from gateway.cursor import (
     parse_cursor,
     parse_stream_id,
 )
-from gateway.entries import Entry
 
 
 def test_event_name_is_the_class_name_in_snake_case() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from gateway.forwarded import ForwardedHeaders
+from gateway._fastpath.forwarded import ForwardedHeaders
 from tests.support.processes import GatewayProcess
 from tests.support.sse import sse_connect
 

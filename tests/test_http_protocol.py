@@ -16,9 +16,9 @@ import httptools
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.http_protocol import LeanHttpProtocol, LightEvent, _Pipeline
-from gateway.response import DisconnectWatch
-from gateway.transport import ChunkedTransport
+from gateway._fastpath.protocol import LeanHttpProtocol, LightEvent, _Pipeline
+from gateway._fastpath.transport import ChunkedTransport
+from gateway.sse.response import DisconnectWatch
 from tests.support.ports import free_port, wait_for_port
 
 

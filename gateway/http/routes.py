@@ -13,7 +13,6 @@ from redis.exceptions import RedisError
 from contract.channels import CHANNEL_NAME_PATTERN, InvalidChannelName, validate_channel
 from contract.events import BaseEvent, event_schemas
 from gateway.auth import TokenVerifier
-from gateway.cursor import CursorError, parse_cursor, printable_prefix
 from gateway.errors import (
     ErrorBody,
     InvalidChannel,
@@ -21,10 +20,11 @@ from gateway.errors import (
     RepeatedParameter,
     TooManyChannels,
 )
-from gateway.frames import cursor_invalid_notice
-from gateway.response import StreamResponse
+from gateway.resume.cursor import CursorError, parse_cursor, printable_prefix
+from gateway.resume.frames import cursor_invalid_notice
+from gateway.resume.subscription import Subscription
 from gateway.runtime import Runtime
-from gateway.subscription import Subscription
+from gateway.sse.response import StreamResponse
 
 router = APIRouter()
 STREAM_PATH = "/sse"

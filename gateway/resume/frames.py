@@ -20,8 +20,8 @@ from contract.control import (
     ReconnectPayload,
 )
 from contract.events import BaseEvent
-from gateway.channel_stream import Gap, Item
-from gateway.entries import Entry, data_lines
+from gateway.broker.entry import Entry, data_lines
+from gateway.resume.feed import Gap, Item
 
 
 def control_frame(cursor: bytes, event: BaseEvent[Any]) -> bytes:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from gateway.output import StreamOutput
+from gateway.sse.output import StreamOutput
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.admission import StreamAdmission
+from gateway._fastpath.forwarded import ForwardedHeaders
 from gateway.auth import TokenVerifier
-from gateway.cors import install_cors, with_cors
 from gateway.errors import install_error_handlers
-from gateway.forwarded import ForwardedHeaders
-from gateway.response import SERVER_SEND
-from gateway.routes import STREAM_PATH, router
+from gateway.http.admission import StreamAdmission
+from gateway.http.cors import install_cors, with_cors
+from gateway.http.routes import STREAM_PATH, router
+from gateway.http.stream_route import StreamRoute
 from gateway.runtime import open_runtime
 from gateway.settings import GatewaySettings
-from gateway.stream_route import StreamRoute
+from gateway.sse.response import SERVER_SEND
 
 
 class GatewayApp(FastAPI):

@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.backoff import Backoff
 from contract.wire import NO_ENTRY_ID, Keyspace, read_args, script_source
-from gateway.entries import Entry
+from gateway.broker.entry import Entry
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from redis.exceptions import RedisError
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace, decode_live
-from gateway.entries import Entry, LiveBatch
-from gateway.fanout import ChannelFanout
-from gateway.output import HeldWrites
-from gateway.pubsub import PubSubConnection
-from gateway.sink import ChannelSink
+from gateway.broker._pubsub import PubSubConnection
+from gateway.broker.entry import Entry, LiveBatch
+from gateway.fanout.channel import ChannelFanout
+from gateway.fanout.sink import ChannelSink
+from gateway.sse.output import HeldWrites
 
 if TYPE_CHECKING:
-    from gateway.lockstep import Lockstep
+    from gateway.fanout.lockstep import Lockstep
 
 log = logging.getLogger(__name__)
 

@@ -25,10 +25,10 @@ import anyio
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.http_protocol import LightEvent
-from gateway.output import Continuation, StreamOutput
-from gateway.streams import OpenStreams
-from gateway.transport import ChunkedTransport
+from gateway._fastpath.protocol import LightEvent
+from gateway._fastpath.transport import ChunkedTransport
+from gateway.sse.open_streams import OpenStreams
+from gateway.sse.output import Continuation, StreamOutput
 
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).

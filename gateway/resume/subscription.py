@@ -27,16 +27,16 @@ from typing import Any
 from aiostream import stream
 
 from contract.events import BaseEvent
-from gateway.channel_stream import ChannelFeed
-from gateway.cursor import Cursor
-from gateway.entries import Entry, LiveBatch
-from gateway.frames import FrameWriter
-from gateway.history import HistoryReader
-from gateway.hub import Hub
-from gateway.lockstep import Lockstep
-from gateway.output import HeldWrites, StreamOutput
-from gateway.sink import ChannelSink, SinkClosed
-from gateway.transport import ChunkedTransport
+from gateway._fastpath.transport import ChunkedTransport
+from gateway.broker.entry import Entry, LiveBatch
+from gateway.broker.history import HistoryReader
+from gateway.fanout.hub import Hub
+from gateway.fanout.lockstep import Lockstep
+from gateway.fanout.sink import ChannelSink, SinkClosed
+from gateway.resume.cursor import Cursor
+from gateway.resume.feed import ChannelFeed
+from gateway.resume.frames import FrameWriter
+from gateway.sse.output import HeldWrites, StreamOutput
 
 log = logging.getLogger(__name__)
 

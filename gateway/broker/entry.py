@@ -8,7 +8,7 @@ same page), so the bytes of its frame are encoded once and reused.
 from __future__ import annotations
 
 from contract.wire import LiveMessage, decode_fields
-from gateway.cursor import StreamKey, stream_key
+from gateway.resume.cursor import StreamKey, stream_key
 
 _LINE_BREAKS = (b"\r\n", b"\r")
 

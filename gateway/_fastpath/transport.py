@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.types import Send
 
-from gateway.http_protocol import LeanHttpProtocol
+from gateway._fastpath.protocol import LeanHttpProtocol
 
 _CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
 

@@ -8,7 +8,7 @@ limit layers): several KB per idle stream, and most of the CPU it takes to open
 one. ``GatewayApp`` hands ``GET /sse`` to ``StreamRoute`` (which admits it, behind
 CORS when configured) before any of that; ``StreamRoute`` reads the query and
 headers the way FastAPI would for the route's parameters and calls the route's
-body (``gateway.routes.open_stream``) itself, so validation, auth and cursor
+body (``gateway.http.routes.open_stream``) itself, so validation, auth and cursor
 handling are the route's own. The FastAPI route stays registered: it documents
 the endpoint in OpenAPI and answers other methods.
 
@@ -24,9 +24,9 @@ from typing import Any
 from fastapi import Request
 from starlette.types import Receive, Scope, Send
 
-from gateway.admission import StreamAdmission
 from gateway.errors import GatewayError, error_response
-from gateway.routes import open_stream
+from gateway.http.admission import StreamAdmission
+from gateway.http.routes import open_stream
 
 
 class StreamRoute:

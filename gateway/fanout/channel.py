@@ -11,7 +11,7 @@ soon as anything else must happen: its socket is full or gone, a batch does not
 link up with ``last`` (something was missed), its stream is closed or must
 resync. Every other client gets the batch through its sink, as before; a
 client whose sink took a batch the short way and is in step again is seated.
-Clients on several channels have their own arrangement, ``gateway.lockstep``;
+Clients on several channels have their own arrangement, ``gateway.fanout.lockstep``;
 the fan-out keeps their sinks aside while they are in one and tells the
 lockstep about each batch.
 """
@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from gateway.entries import Entry, LiveBatch
-from gateway.transport import chunk_frame
+from gateway._fastpath.transport import chunk_frame
+from gateway.broker.entry import Entry, LiveBatch
 
 if TYPE_CHECKING:
-    from gateway.lockstep import Lockstep
-    from gateway.sink import ChannelSink
+    from gateway.fanout.lockstep import Lockstep
+    from gateway.fanout.sink import ChannelSink
 
 
 class Seat(Protocol):

@@ -19,10 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from gateway.entries import LiveBatch
-from gateway.frames import FrameWriter
-from gateway.sink import ChannelSink
-from gateway.transport import chunk_frame
+from gateway._fastpath.transport import chunk_frame
+from gateway.broker.entry import LiveBatch
+from gateway.fanout.sink import ChannelSink
+from gateway.resume.frames import FrameWriter
 
 Channels = tuple[str, ...]
 

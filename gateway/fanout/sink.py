@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from gateway.entries import Entry, LiveBatch
+from gateway.broker.entry import Entry, LiveBatch
 
 if TYPE_CHECKING:
-    from gateway.fanout import ChannelFanout, Seat
+    from gateway.fanout.channel import ChannelFanout, Seat
 
 
 class SinkClosed(Exception):

@@ -28,7 +28,7 @@ from typing import Any
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Send
 
-from gateway.transport import ChunkedTransport
+from gateway._fastpath.transport import ChunkedTransport
 
 SendCoroutine = Coroutine[Any, Any, None]
 

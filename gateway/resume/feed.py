@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from gateway.cursor import EARLIEST, LIVE, Position, StreamKey, format_stream_id, stream_key
-from gateway.entries import Entry
-from gateway.history import HistoryReader
-from gateway.hub import Hub
-from gateway.sink import ChannelSink
+from gateway.broker.entry import Entry
+from gateway.broker.history import HistoryReader
+from gateway.fanout.hub import Hub
+from gateway.fanout.sink import ChannelSink
+from gateway.resume.cursor import EARLIEST, LIVE, Position, StreamKey, format_stream_id, stream_key
 
 BEFORE_ALL: StreamKey = (-1, -1)
 
