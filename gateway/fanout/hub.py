@@ -1,152 +1,90 @@
-"""The hub: one Redis pub/sub connection per process, fanned out in memory.
+"""The hub: the live flow of every subscribed channel, fanned out to this process's streams.
 
-Channels are reference-counted: the first local client of a channel
-subscribes it on Redis, the last one to leave unsubscribes it. Live messages
-are parsed once into shared ``Entry`` objects, gathered per channel until the
-next flush (the next loop turn, at most one per ``flush_interval_ms``), and
-handed as one batch to the channel's ``ChannelFanout``, which writes it to
-every client. When the connection drops, the hub reconnects with backoff and
-jitter, re-subscribes and asks every sink to resync from history.
+Channels are reference-counted: the first local stream of a channel subscribes
+it through the broker, the last one to leave unsubscribes it. Live entries
+(the broker decodes them once into shared ``Entry`` objects) are gathered per
+channel until the next flush, at most one per ``flush_interval``, and each
+channel's batch then goes to its groups (streams in step, written by the
+flush) and to the sinks of its other streams (which their own tasks drain).
+
+The hub is the broker's listener: when the live flow of channels is back after
+an interruption, their groups are dissolved and every stream on them reads
+history after its position.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
-from contract.backoff import Backoff
-from contract.wire import Keyspace, decode_live
-from gateway.broker._pubsub import PubSubConnection
-from gateway.broker.entry import Entry, LiveBatch
-from gateway.fanout.channel import ChannelFanout
+from gateway.broker import Broker, Entry
+from gateway.fanout.group import Channels, Group, Member, Renderer, Snapshot
 from gateway.fanout.sink import ChannelSink
-from gateway.sse.output import HeldWrites
-
-if TYPE_CHECKING:
-    from gateway.fanout.lockstep import Lockstep
-
-log = logging.getLogger(__name__)
-
-HEALTH_INTERVAL = 5.0
-"""Seconds of silence after which the hub PINGs; two silent intervals mean dead."""
+from gateway.fanout.topic import Topic
+from gateway.sse import StreamOutput
 
 FULL_BATCH_BYTES = 256 * 1024
 """Payload bytes after which a channel's batch is flushed without waiting out the interval:
 large events need no help to make large writes, and waiting would only hold memory."""
 
-CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError, ValueError)
-
-
-class Topic:
-    """One subscribed channel: its local clients and the entries waiting for the next flush."""
-
-    __slots__ = ("acked", "channel", "fanout", "last_id", "live_name", "pending", "pending_bytes")
-
-    def __init__(self, channel: str, live_name: str) -> None:
-        self.channel = channel
-        self.live_name = live_name
-        self.fanout = ChannelFanout()
-        self.pending: list[Entry] = []
-        self.pending_bytes = 0
-        self.acked = asyncio.Event()
-        self.last_id: bytes | None = None
-        """Newest entry id seen on this connection; None until known."""
-
 
 @dataclass
 class HubStats:
-    connected: bool
     channels: int
-    sinks: int
-    seated: int
-    """Sinks written by the fan-out's tight loop (clients on one channel that keep up)."""
-    reconnects: int
-    messages: int
+    streams: int
+    """Sinks attached: one per stream and channel."""
+    grouped: int
+    """Sinks of streams in a group (written by the flush without their own task)."""
+    groups: int
 
 
 class Hub:
-    """Owns the pub/sub connection, its reader task and every channel subscription."""
+    """Every subscribed channel of the process, and each flush's delivery to its streams."""
 
     def __init__(
         self,
-        redis_url: str,
-        keyspace: Keyspace,
+        broker: Broker,
         *,
         max_buffer_events: int,
         max_buffer_bytes: int,
         flush_interval: float = 0.0,
-        backoff_initial: float = 0.05,
-        backoff_max: float = 2.0,
     ) -> None:
-        self._redis_url = redis_url
-        self._keyspace = keyspace
+        self._broker = broker
         self._max_events = max_buffer_events
         self._max_bytes = max_buffer_bytes
         self._flush_interval = flush_interval
-        self._backoff = Backoff(backoff_initial, backoff_max)
         self._topics: dict[str, Topic] = {}
-        self._by_live: dict[bytes, Topic] = {}
-        self._outstanding: dict[bytes, int] = {}
+        self._groups: dict[Channels, Group] = {}
         self._dirty: list[Topic] = []
-        self.held_writes = HeldWrites()
-        """Clients on several channels get one write per flush, not one per channel."""
-        self.locksteps: dict[tuple[str, ...], Lockstep] = {}
-        """Clients on several channels in step with all of them, by their channels."""
-        self.lockstep_candidates: list[Callable[[], None]] = []
-        """Clients on several channels written this flush: they may join a lockstep after it."""
         self._flush_handle: asyncio.Handle | None = None
         self._last_flush = -math.inf
         self._flush_waits = False
         """Whether the scheduled flush waits out the interval (a full batch cuts it short)."""
-        self._conn: PubSubConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
         self._closed_reason: str | None = None
-        self.connected = asyncio.Event()
-        self.reconnects = 0
-        self.messages = 0
         self.epoch = 0
-        """Counts lost connections: positions learned before a loss are not trusted after it."""
+        """Counts interruptions: positions learned before one are not trusted after it."""
 
-    # -- lifecycle ---------------------------------------------------------
-
-    async def __aenter__(self) -> Hub:
-        self._reader = asyncio.create_task(self._run(), name="hub-reader")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close_all("shutdown")
+    def close(self) -> None:
+        """Stop flushing (the process is ending)."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._drop_connection()
+            self._flush_handle = None
 
     def close_all(self, reason: str) -> None:
         """End every local stream (their clients reconnect elsewhere) and refuse new ones."""
         self._closed_reason = reason
         for topic in self._topics.values():
-            for sink in topic.fanout:
+            for group in list(topic.groups):
+                group.dissolve()
+            for sink in list(topic.sinks):
                 sink.close(reason)
 
-    # -- subscriptions -----------------------------------------------------
+    # -- streams come and go -------------------------------------------------
 
     async def attach(self, channel: str) -> ChannelSink:
-        """Register a sink for ``channel``; the caller must ``detach`` it in a ``finally``.
+        """A sink for a stream on ``channel``; the caller must ``detach`` it in a ``finally``.
 
         A pair of calls rather than a context manager: a context manager object per
         channel and stream is memory thousands of idle streams need not carry."""
@@ -154,39 +92,37 @@ class Hub:
         if self._closed_reason is not None:
             sink.close(self._closed_reason)
         topic = self._topics.get(channel)
-        if topic is not None:
-            topic.fanout.add(sink)
+        if topic is None:
+            topic = self._topics[channel] = Topic(channel)
+            topic.subscribers = 1
+            topic.sinks.add(sink)
+            try:
+                await self._broker.subscribe(channel)
+            except BaseException:
+                await self.detach(sink)
+                raise
             return sink
-        topic = Topic(channel, self._keyspace.live_channel(channel))
-        self._topics[channel] = topic
-        self._by_live[topic.live_name.encode()] = topic
-        topic.fanout.add(sink)
-        try:
-            await self._send_subscribe(topic)
-        except BaseException:
-            await self.detach(sink)
-            raise
+        topic.subscribers += 1
+        topic.sinks.add(sink)
         return sink
 
     async def detach(self, sink: ChannelSink) -> None:
-        """Remove a sink; the last one of a channel unsubscribes it on Redis."""
-        sink.deliver = sink.seat = None
+        """Remove a stream's sink (out of any group first); the last one unsubscribes."""
         topic = self._topics.get(sink.channel)
-        if topic is None or sink not in topic.fanout:
+        if topic is None or sink not in topic.sinks:
             return
-        topic.fanout.discard(sink)
-        if not topic.fanout:
+        topic.sinks.discard(sink)
+        topic.subscribers -= 1
+        if not topic.subscribers:
             del self._topics[sink.channel]
-            del self._by_live[topic.live_name.encode()]
-            await self._send_unsubscribe(topic)
+            await self._broker.unsubscribe(sink.channel)
 
     async def wait_subscribed(self, channel: str) -> None:
         """Return once Redis confirmed the subscription: nothing published after is missed."""
-        topic = self._topics[channel]
-        await topic.acked.wait()
+        await self._topics[channel].acked.wait()
 
     def live_position(self, channel: str) -> bytes | None:
-        """The newest id of a subscribed channel, if this connection has seen or learned it.
+        """The newest id of a subscribed channel, if the live flow has seen or learned it.
 
         Every entry published after it reaches this process's sinks, so a stream that
         starts live may start from here without reading history."""
@@ -196,135 +132,79 @@ class Hub:
         return topic.last_id
 
     def learn_position(self, channel: str, tip: bytes, since: int) -> None:
-        """Remember a stream tip read from Redis after the subscription was confirmed
-        (``since``: the epoch before waiting for it); a live message seen meanwhile wins."""
+        """Remember a channel's tip read from Redis after the subscription was confirmed
+        (``since``: the epoch before waiting for it); an entry received meanwhile wins."""
         topic = self._topics.get(channel)
         if topic is not None and topic.last_id is None and since == self.epoch:
-            topic.last_id = tip
+            topic.last_id = topic.flushed_id = tip
 
-    async def _send_subscribe(self, topic: Topic) -> None:
-        conn = self._conn
-        if conn is None:
-            return  # the reader subscribes every topic when it (re)connects
-        live = topic.live_name.encode()
-        self._outstanding[live] = self._outstanding.get(live, 0) + 1
-        try:
-            await conn.subscribe(topic.live_name)
-        except CONNECTION_ERRORS as exc:
-            log.debug("subscribe %s failed, the reader will retry: %s", topic.channel, exc)
+    # -- groups ----------------------------------------------------------------
 
-    async def _send_unsubscribe(self, topic: Topic) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        live = topic.live_name.encode()
-        self._outstanding[live] = self._outstanding.get(live, 0) + 1
-        try:
-            await conn.unsubscribe(topic.live_name)
-        except CONNECTION_ERRORS as exc:
-            log.debug("unsubscribe %s failed: %s", topic.channel, exc)
+    def join(
+        self,
+        member: Member,
+        channels: Channels,
+        positions: Snapshot,
+        output: StreamOutput,
+        sinks: Sequence[ChannelSink],
+        renderer: Callable[[], Renderer],
+    ) -> Group | None:
+        """Put a stream whose task is idle into the group of its channels, if it is in step:
+        at the flushed id of every channel. None (nothing changes) otherwise."""
+        topics = []
+        for channel, position in zip(channels, positions, strict=True):
+            topic = self._topics.get(channel)
+            if topic is None or position is None or topic.flushed_id != position:
+                return None
+            topics.append(topic)
+        group = self._groups.get(channels)
+        if group is None:
+            group = Group(channels, topics, renderer(), self._groups)
+        elif not group.at(positions):
+            return None
+        group.add(member, output, sinks)
+        return group
 
-    # -- the reader --------------------------------------------------------
+    # -- the broker's listener ---------------------------------------------------
 
-    async def _run(self) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._connect()
-                attempt = 0
-                await self._read_forever()
-            except CONNECTION_ERRORS as exc:
-                self._mark_disconnected()
-                await self._drop_connection()
-                delay = self._backoff.delay(attempt)
-                attempt += 1
-                log.warning("redis pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
+    def live_entry(self, entry: Entry) -> None:
+        topic = self._topics.get(entry.channel)
+        if topic is None:
+            return  # arrived after the last local stream left
+        topic.last_id = entry.id
+        if not topic.pending:
+            self._dirty.append(topic)
+        topic.pending.append(entry)
+        topic.pending_bytes += len(entry.data)
+        self._schedule_flush(topic.pending_bytes >= FULL_BATCH_BYTES)
 
-    async def _connect(self) -> None:
-        conn = PubSubConnection(self._redis_url)
-        try:
-            await conn.connect()
-        except BaseException:
-            await conn.close()
-            raise
-        self._outstanding.clear()
-        # From here on new topics send their own SUBSCRIBE; the rest are sent below.
-        self._conn = conn
-        topics = list(self._topics.values())
-        for topic in topics:
-            self._outstanding[topic.live_name.encode()] = 1
-        await conn.subscribe(*(topic.live_name for topic in topics))
-        await conn.ping()
-        first = not self.reconnects and not self.messages
-        self.connected.set()
-        if not first:
-            log.info("redis pub/sub reconnected; resyncing %d channels", len(topics))
-        for topic in topics:
-            for sink in topic.fanout:
+    def subscribed(self, channel: str) -> None:
+        topic = self._topics.get(channel)
+        if topic is not None:
+            topic.acked.set()
+
+    def interrupted(self, channels: Collection[str]) -> None:
+        self.epoch += 1
+        for channel in channels:
+            topic = self._topics.get(channel)
+            if topic is not None:
+                topic.forget_positions()
+
+    def resumed(self, channels: Collection[str]) -> None:
+        for channel in channels:
+            topic = self._topics.get(channel)
+            if topic is None:
+                continue
+            for group in list(topic.groups):
+                group.dissolve()
+            for sink in topic.sinks:
                 sink.request_resync()
 
-    def _mark_disconnected(self) -> None:
-        if self.connected.is_set():
-            self.reconnects += 1
-        self.connected.clear()
-        self.epoch += 1
-        for topic in self._topics.values():
-            topic.acked.clear()
-            topic.last_id = None
-
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(*CONNECTION_ERRORS):
-                await conn.close()
-
-    async def _read_forever(self) -> None:
-        conn = self._conn
-        assert conn is not None
-        awaiting_pong = False
-        while True:
-            reply = await conn.read(HEALTH_INTERVAL)
-            if reply is None:
-                if awaiting_pong:
-                    raise TimeoutError("no reply to PING")
-                awaiting_pong = True
-                await conn.ping()
-                continue
-            awaiting_pong = False
-            self._handle(reply)
-
-    def _handle(self, reply: Any) -> None:
-        if not isinstance(reply, list):
-            return  # b"PONG" before the first subscription
-        kind = reply[0]
-        if kind == b"message":
-            topic = self._by_live.get(reply[1])
-            if topic is None:
-                return  # arrived after the last local client left
-            self.messages += 1
-            entry = Entry.from_live(topic.channel, decode_live(reply[2]))
-            topic.last_id = entry.id
-            if not topic.pending:
-                self._dirty.append(topic)
-            topic.pending.append(entry)
-            topic.pending_bytes += len(entry.data)
-            self._schedule_flush(topic.pending_bytes >= FULL_BATCH_BYTES)
-        elif kind in (b"subscribe", b"unsubscribe"):
-            live = reply[1]
-            left = self._outstanding.get(live, 1) - 1
-            if left > 0:
-                self._outstanding[live] = left
-                return
-            self._outstanding.pop(live, None)
-            topic = self._by_live.get(live)
-            if topic is not None:
-                topic.acked.set()
-        # b"pong" (list form on a subscribed connection) needs nothing more.
+    # -- flushing ----------------------------------------------------------------
 
     def _schedule_flush(self, full: bool = False) -> None:
         """Flush on the next loop turn, but at most once per ``flush_interval``: a quiet
-        channel's event leaves at once, a busy one's events leave together. A ``full``
+        channel's entry leaves at once, a busy one's entries leave together. A ``full``
         batch leaves on the next turn regardless."""
         handle = self._flush_handle
         if handle is not None:
@@ -343,31 +223,26 @@ class Hub:
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
         dirty, self._dirty = self._dirty, []
-        touched: list[Lockstep] = []
+        touched: list[Group] = []
         for topic in dirty:
-            batch = LiveBatch(topic.pending, topic.pending_bytes)
-            topic.pending, topic.pending_bytes = [], 0
-            topic.fanout.deliver(batch)
-            for lockstep in topic.fanout.locksteps:
-                if lockstep.take(batch):
-                    touched.append(lockstep)
-        for lockstep in touched:
-            lockstep.flush()
-        self.held_writes.release()
-        joining, self.lockstep_candidates = self.lockstep_candidates, []
-        for try_join in joining:
-            try_join()
+            batch = topic.take_batch()
+            for group in topic.groups:
+                if group.take(batch):
+                    touched.append(group)
+            for sink in topic.sinks:
+                sink.push(batch)
+        for group in touched:
+            group.flush()
 
-    # -- introspection -----------------------------------------------------
+    # -- introspection -----------------------------------------------------------
 
     def stats(self) -> HubStats:
+        topics = self._topics.values()
         return HubStats(
-            connected=self.connected.is_set(),
             channels=len(self._topics),
-            sinks=sum(len(topic.fanout) for topic in self._topics.values()),
-            seated=sum(topic.fanout.seated for topic in self._topics.values()),
-            reconnects=self.reconnects,
-            messages=self.messages,
+            streams=sum(topic.subscribers for topic in topics),
+            grouped=sum(topic.subscribers - len(topic.sinks) for topic in topics),
+            groups=len(self._groups),
         )
 
     def channel_names(self) -> list[str]:

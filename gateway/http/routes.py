@@ -1,78 +1,28 @@
-"""HTTP routes: the SSE stream, health, readiness, stats and event schemas."""
+"""HTTP routes: the SSE stream (documented here, served by ``StreamRoute``), health,
+readiness, stats and event schemas."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from contract.channels import CHANNEL_NAME_PATTERN, InvalidChannelName, validate_channel
-from contract.events import BaseEvent, event_schemas
-from gateway.auth import TokenVerifier
-from gateway.errors import (
-    ErrorBody,
-    InvalidChannel,
-    NoChannels,
-    RepeatedParameter,
-    TooManyChannels,
-)
-from gateway.resume.cursor import CursorError, parse_cursor, printable_prefix
-from gateway.resume.frames import cursor_invalid_notice
-from gateway.resume.subscription import Subscription
+from contract.channels import CHANNEL_NAME_PATTERN
+from contract.events import event_schemas
+from gateway.http.error_responses import ErrorBody
+from gateway.http.stream_route import STREAM_PATH, open_stream
 from gateway.runtime import Runtime
-from gateway.sse.response import StreamResponse
+from gateway.sse import StreamResponse
 
 router = APIRouter()
-STREAM_PATH = "/sse"
 
 
 def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
-
-
-def validate_channels(
-    raw: list[str], max_channels: int, pattern: re.Pattern[str] | None = None
-) -> list[str]:
-    """Deduplicated, sorted, validated channel names (sorted keeps cursors canonical)."""
-    if not raw:
-        raise NoChannels(
-            "no channel given",
-            "name one or more channels: /sse?channel=echo&channel=reverse_echo",
-        )
-    channels = sorted(set(raw))
-    if len(channels) > max_channels:
-        raise TooManyChannels(
-            f"{len(channels)} channels requested, at most {max_channels} are allowed per stream",
-            "open several streams, or raise SSE_MAX_CHANNELS",
-        )
-    for name in channels:
-        try:
-            validate_channel(name)
-        except InvalidChannelName as exc:
-            raise InvalidChannel(
-                str(exc), "channel names are 1-64 of A-Z a-z 0-9 _ - . :"
-            ) from None
-        if pattern is not None and pattern.fullmatch(name) is None:
-            raise InvalidChannel(
-                f"channel {name!r} is not served here: names must match {pattern.pattern!r}",
-                "subscribe to a channel this gateway serves (SSE_CHANNEL_PATTERN)",
-            )
-    return channels
-
-
-def reject_repeats(request: Request, *names: str) -> None:
-    """400 for a single-valued query parameter given twice (FastAPI would keep the last)."""
-    for name in names:
-        count = len(request.query_params.getlist(name))
-        if count > 1:
-            raise RepeatedParameter(
-                f"query parameter {name!r} is given {count} times", f"give {name} once"
-            )
 
 
 # Declared by hand: the route checks the channels itself (for its 400s with hints), so
@@ -131,48 +81,6 @@ async def sse(
     return open_stream(request, channel, last_event_id, last_event_id_header, token)
 
 
-def open_stream(
-    request: Request,
-    channel: list[str],
-    last_event_id: str | None,
-    last_event_id_header: str | None,
-    token: str | None,
-) -> StreamResponse:
-    """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request.
-
-    Synchronous: ``StreamRoute`` calls it without a coroutine of its own.
-    """
-    runtime = _runtime(request)
-    settings = runtime.settings
-    reject_repeats(request, "last_event_id", "token")
-    channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
-    auth: TokenVerifier | None = request.app.state.auth
-    if auth is not None:
-        auth.authorize(request, token, channels)
-    raw_cursor = last_event_id_header if last_event_id_header is not None else last_event_id
-    notices: list[BaseEvent[Any]] = []
-    try:
-        cursor = parse_cursor(raw_cursor, max_length=settings.max_cursor_length)
-    except CursorError as exc:
-        # A 4xx would make EventSource give up for good: open live and say why instead.
-        cursor = parse_cursor(None, max_length=settings.max_cursor_length)
-        notices.append(cursor_invalid_notice(exc.reason, printable_prefix(raw_cursor or "")))
-    subscription = Subscription(
-        channels,
-        cursor,
-        notices=notices,
-        hub=runtime.hub,
-        history=runtime.history,
-        options=runtime.stream_options,
-    )
-    return StreamResponse(
-        subscription,
-        streams=runtime.streams,
-        send_timeout=settings.send_timeout,
-        headers={"Access-Control-Expose-Headers": "Content-Type"},
-    )
-
-
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -182,10 +90,10 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     runtime = _runtime(request)
     problems = []
-    if not runtime.hub.connected.is_set():
+    if not runtime.broker.connected:
         problems.append("redis pub/sub connection is down")
     try:
-        await asyncio.wait_for(runtime.redis.ping(), timeout=1.0)
+        await asyncio.wait_for(runtime.broker.ping(), timeout=1.0)
     except (RedisError, OSError, TimeoutError) as exc:
         problems.append(f"redis does not answer: {exc or type(exc).__name__}")
     if runtime.draining:
@@ -199,21 +107,25 @@ async def readyz(request: Request) -> JSONResponse:
 async def stats(request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     hub = runtime.hub.stats()
+    fast_path = request.app.state.fast_path
     return {
         "streams": {"open": runtime.streams.open, "total": runtime.streams.total},
         "hub": {
-            "connected": hub.connected,
             "channels": hub.channels,
-            "subscribers": hub.sinks,
-            "seated": hub.seated,
-            "reconnects": hub.reconnects,
-            "messages": hub.messages,
+            "subscribers": hub.streams,
+            "grouped": hub.grouped,
+            "groups": hub.groups,
             # With auth on, channel names may be private: /stats then shows only counts.
             "channel_names": (
                 runtime.hub.channel_names()[:100] if request.app.state.auth is None else None
             ),
         },
-        "history": {"redis_reads": runtime.history.redis_reads},
+        "redis": runtime.broker.stats(),
+        "history": {
+            "redis_reads": runtime.history.redis_reads,
+            "cache_hits": runtime.history.cache_hits,
+        },
+        "fast_path": {"active": fast_path.active, "reason": fast_path.reason},
         "tasks": len(asyncio.all_tasks()),
     }
 
