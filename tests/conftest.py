@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.nginx import NginxProcess
+from tests.support.paths import FAST, StreamPath
 from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProcess
 from tests.support.redis_server import RedisServer, new_redis_server
 
@@ -60,8 +61,15 @@ def _processes(request: pytest.FixtureRequest) -> Iterator[list[ManagedProcess]]
 
 
 @pytest.fixture
+def stream_path() -> StreamPath:
+    """How gateways started by ``gateway_factory`` serve streams; test modules that must
+    hold on every path override it with ``tests.support.paths.ALL_PATHS``."""
+    return FAST
+
+
+@pytest.fixture
 def gateway_factory(
-    redis_url: str, _processes: list[ManagedProcess]
+    redis_url: str, _processes: list[ManagedProcess], stream_path: StreamPath
 ) -> Callable[..., GatewayProcess]:
     def start(
         env: dict[str, str] | None = None,
@@ -70,8 +78,17 @@ def gateway_factory(
         port: int | None = None,
         args: list[str] | None = None,
     ) -> GatewayProcess:
-        gateway = GatewayProcess(redis_url, env=env, workers=workers, port=port, args=args)
+        gateway = GatewayProcess(
+            redis_url,
+            env={**stream_path.env, **(env or {})},
+            workers=workers,
+            port=port,
+            args=[*stream_path.args, *(args or [])],
+        )
         _processes.append(gateway)
+        if not stream_path.fast:
+            fast_path = gateway.stats()["fast_path"]
+            assert fast_path == {"active": False, "reason": "turned off by SSE_FAST_PATH=false"}
         return gateway
 
     return start

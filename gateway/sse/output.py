@@ -1,18 +1,20 @@
 """A stream's byte output: written at once while the client keeps up, by a task when it lags.
 
-Live fan-out writes from the hub's flush, outside of any task: waking one task
-per client per event would cost more than the write itself. ``write_now``
-therefore starts the ASGI ``send`` coroutine by hand. Under uvicorn (and any
-server whose ``send`` only waits when the socket is full) it finishes in that
-one step; when the client's socket is full it suspends instead, and the rest
-of that write is handed to a task bounded by the send timeout. Until it is
-done the output is busy: ``write_now`` refuses, so callers buffer (and the
-sink's bounds then cut a client that does not catch up).
+Two writers share one output, never at the same time. The stream's own task
+writes the opening, history and buffered live frames with ``write``, which
+waits for a write in flight first, so bytes leave in the order they were
+rendered. While the stream's task is idle, a fan-out group writes its live
+chunks from the hub's flush, outside any task (``write_shared``): waking one
+task per stream per flush would cost more than the write itself.
 
-The stream's own task writes the opening, history and queued live frames
-with ``write``, which waits for a write in flight first, so bytes always leave
-in the order they were rendered. Under uvicorn's httptools protocol both write
-to the transport directly while its buffer has room (``ChunkedTransport``).
+A write from outside a task starts the ASGI ``send`` coroutine by hand. Under
+uvicorn (and any server whose ``send`` only waits when the socket is full) it
+finishes in that one step; when the client's socket is full it suspends
+instead, and the rest of that write is handed to a task bounded by the send
+timeout. Until it is done the output is busy and refuses further writes from
+outside (the group then hands the stream back to its task, whose sinks bound
+what it may fall behind). On the fast path both writers write framed chunks
+to uvicorn's transport directly while its buffer has room.
 
 The middleware between the response and the server must be pure ASGI (a
 ``BaseHTTPMiddleware`` would need a task for every send).
@@ -21,45 +23,31 @@ The middleware between the response and the server must be pure ASGI (a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Send
 
-from gateway.transport import ChunkedTransport
+from gateway._fastpath import frame_chunk
+from gateway.sse._continuation import Continuation
+
+if TYPE_CHECKING:
+    from gateway._fastpath.transport import ChunkedTransport
 
 SendCoroutine = Coroutine[Any, Any, None]
 
 
-class Continuation:
-    """Awaits the rest of a coroutine that was started outside any task and suspended."""
+class SharedChunk:
+    """Body bytes written to many streams (a group's flush), framed once for direct writes."""
 
-    __slots__ = ("_coro", "_pending")
+    __slots__ = ("data", "framed")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
-        self._coro = coro
-        self._pending = pending
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, pending = self._coro, self._pending
-        while True:
-            try:
-                value = yield pending
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # a cancellation (the send timeout) goes into it
-                try:
-                    pending = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    pending = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.framed = frame_chunk(data)
 
 
 async def _awaiting(awaitable: Awaitable[None]) -> None:
@@ -77,7 +65,6 @@ class StreamOutput:
         "_send_timeout",
         "disconnected",
         "error",
-        "held",
         "on_failure",
         "wrote",
     )
@@ -96,20 +83,27 @@ class StreamOutput:
         """Why writing failed (a ``SendTimeoutError``, or what ``send`` raised)."""
         self.on_failure: Callable[[], None] | None = None
         """Called once when a write fails outside the stream's task, to end the stream."""
-        self.held: list[bytes] | None = None
-        """Chunks ``HeldWrites`` keeps for this output until the end of the hub's flush."""
         self.wrote = True
         """Set by every write; the keep-alive pinger clears it and pings streams left idle
         (a new stream counts as active: its opening frame comes before any ping)."""
 
     @property
-    def direct(self) -> ChunkedTransport | None:
-        return self._direct
-
-    @property
     def ready(self) -> bool:
-        """Whether ``write_now`` would write at once (nothing in flight, nothing failed)."""
-        return self._flight is None and not self._busy and self.error is None
+        """Whether a write from outside the task could go now (nothing in flight or failed)."""
+        if self._flight is not None or self._busy or self.error is not None:
+            return False
+        direct = self._direct
+        return direct is None or direct.writable
+
+    def write_shared(self, chunk: SharedChunk) -> bool:
+        """A group's write from the flush; False (nothing written) if it cannot go now."""
+        direct = self._direct
+        if direct is not None:
+            if self._flight is not None or self._busy or not direct.write_framed(chunk.framed):
+                return False
+            self.wrote = True
+            return True
+        return self.write_now(chunk.data)
 
     def write_now(self, chunk: bytes) -> bool:
         """Write from a callback; False (nothing written) while an earlier write is unfinished."""
@@ -185,37 +179,15 @@ class StreamOutput:
         if self.error is not None:
             self._failed()
 
+    async def aclose(self) -> None:
+        """Cancel and await a write still in flight (the stream has ended)."""
+        flight = self._flight
+        if flight is not None:
+            flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flight
+
     def _failed(self) -> None:
         """A write outside the stream's task failed: have the stream end."""
         if self.on_failure is not None:
             self.on_failure()
-
-
-class HeldWrites:
-    """Live chunks rendered during one hub flush, joined into one write per output at its end.
-
-    A client on several channels gets one batch per channel from a flush; holding the
-    chunks until the flush is over sends them in one write (the write, not the rendering,
-    is what a delivery costs). Nothing else writes to an output while a flush runs: it is
-    one synchronous call, so the held chunks keep their order."""
-
-    __slots__ = ("_outputs",)
-
-    def __init__(self) -> None:
-        self._outputs: list[StreamOutput] = []
-
-    def hold(self, output: StreamOutput, chunk: bytes) -> None:
-        held = output.held
-        if held is None:
-            output.held = [chunk]
-            self._outputs.append(output)
-        else:
-            held.append(chunk)
-
-    def release(self) -> None:
-        """Write what every output holds (called when the flush is done)."""
-        outputs, self._outputs = self._outputs, []
-        for output in outputs:
-            held, output.held = output.held, None
-            if held:
-                output.write_now(held[0] if len(held) == 1 else b"".join(held))

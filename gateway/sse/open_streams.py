@@ -13,7 +13,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
-from gateway.output import StreamOutput
+from gateway.sse.output import StreamOutput
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,8 @@ def ping_comment() -> bytes:
 class OpenStreams:
     """Every open stream's output and task, for /stats, keep-alive pings and forced ends."""
 
-    def __init__(self, ping_interval: float, *, tcp_nodelay: bool = True) -> None:
+    def __init__(self, ping_interval: float) -> None:
         self.ping_interval = ping_interval
-        self.tcp_nodelay = tcp_nodelay
-        """False: streams' sockets coalesce small writes (``ChunkedTransport.coalesce_writes``)."""
         self.open = 0
         self.total = 0
         self._tasks: dict[StreamOutput, asyncio.Task[object]] = {}

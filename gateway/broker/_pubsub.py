@@ -1,7 +1,7 @@
-"""A lean Redis pub/sub connection for the hub.
+"""A lean Redis pub/sub connection for the broker.
 
 redis-py's ``PubSub`` reconnects and re-subscribes behind the caller's back
-and does bookkeeping per message. The hub must know when the live flow was
+and does bookkeeping per message. The broker must know when the live flow was
 interrupted (to backfill from history) and handles many messages per second,
 so it drives a plain redis-py ``Connection`` itself: send SUBSCRIBE /
 UNSUBSCRIBE / PING, read replies one by one.
@@ -31,16 +31,9 @@ class PubSubConnection:
     async def connect(self) -> None:
         await self._conn.connect()  # type: ignore[no-untyped-call]
 
-    async def subscribe(self, *channels: str) -> None:
-        if channels:
-            await self._conn.send_command("SUBSCRIBE", *channels, check_health=False)
-
-    async def unsubscribe(self, *channels: str) -> None:
-        if channels:
-            await self._conn.send_command("UNSUBSCRIBE", *channels, check_health=False)
-
-    async def ping(self) -> None:
-        await self._conn.send_command("PING", check_health=False)
+    async def send(self, command: str, *args: str | bytes) -> None:
+        """Send SUBSCRIBE, UNSUBSCRIBE or PING; their replies come through ``read``."""
+        await self._conn.send_command(command, *args, check_health=False)
 
     async def read(self, within: float | None) -> Any:
         """The next reply (``[kind, channel, data]``), or None after ``within`` seconds."""

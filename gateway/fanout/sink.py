@@ -1,31 +1,26 @@
-"""Sinks: the hub's bounded hand-off point for one client on one channel.
+"""Sinks: the hub's bounded hand-off point for one stream on one channel.
 
-The hub pushes batches of entries in; the client's channel stream takes
-everything buffered in one call. A sink never grows beyond its limits: the
-client is cut (``SlowConsumer``) and resumes from history instead.
+The hub pushes live batches in; the stream's feed takes everything buffered in
+one call. A sink never grows beyond its limits: the stream is cut
+(``SlowConsumer``) and its client resumes from history instead.
 
-While the client's stream waits (``wait``) with nothing buffered, a batch may
-skip the buffer: ``deliver`` (set by the subscription) writes it to the client
-at once, which saves waking the stream's task for every live event. A client that keeps
-up that way is then seated in its channel's fan-out (``gateway.fanout``) and
-skips its sink altogether until something needs its stream's task.
+A stream that keeps up does not use its sinks while it is in a ``Group``:
+the group writes to it, and the sinks wait, empty, until the stream is handed
+back to its own task.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
-from typing import TYPE_CHECKING
 
-from gateway.entries import Entry, LiveBatch
-
-if TYPE_CHECKING:
-    from gateway.fanout import ChannelFanout, Seat
+from gateway.broker import Entry
+from gateway.fanout.batch import LiveBatch
 
 
 class SinkClosed(Exception):
-    """The stream must end; ``reason`` says why (``shutdown`` or ``slow_consumer``)."""
+    """The stream must end; ``reason`` says why (``shutdown``, ``slow_consumer``, ...)."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -44,7 +39,7 @@ class _State(Enum):
 
 
 class ChannelSink:
-    """Buffered live entries of one channel for one client."""
+    """Buffered live entries of one channel for one stream."""
 
     __slots__ = (
         "_batches",
@@ -57,9 +52,6 @@ class ChannelSink:
         "_waiter",
         "channel",
         "close_reason",
-        "deliver",
-        "fanout",
-        "seat",
     )
 
     def __init__(self, channel: str, *, max_events: int, max_bytes: int) -> None:
@@ -73,12 +65,6 @@ class ChannelSink:
         self._state = _State.OPEN
         self._waiter: asyncio.Future[None] | None = None
         self.close_reason = ""
-        self.deliver: Callable[[LiveBatch], bool] | None = None
-        """Writes a batch straight to an idle client; False when it must be buffered."""
-        self.seat: Seat | None = None
-        """Set for a client on this channel alone that may be seated in the fan-out."""
-        self.fanout: ChannelFanout | None = None
-        """The channel's fan-out while the sink is attached to it."""
 
     @property
     def idle(self) -> bool:
@@ -96,10 +82,6 @@ class ChannelSink:
         """Add a batch; called by the hub, never blocks."""
         if self._state is not _State.OPEN:
             return
-        if self.idle:  # the stream waits with nothing pending: it may take the short way
-            deliver = self.deliver
-            if deliver is not None and deliver(batch):
-                return
         self._batches.append(batch.entries)
         self._count += len(batch.entries)
         self._bytes += batch.size
@@ -110,22 +92,15 @@ class ChannelSink:
 
     def request_resync(self) -> None:
         """The live flow may have missed entries (Redis reconnect): re-read history."""
-        self._leave_seat()
         self._resync = True
         self._wake()
 
     def close(self, reason: str) -> None:
-        """End the stream at its next take (shutdown)."""
-        self._leave_seat()
+        """End the stream at its next take."""
         if self._state is _State.OPEN:
             self._state = _State.CLOSED
             self.close_reason = reason
         self._wake()
-
-    def _leave_seat(self) -> None:
-        """The stream's task takes over: the position it reached while seated comes back."""
-        if self.fanout is not None:
-            self.fanout.unseat(self)
 
     def _wake(self) -> None:
         waiter = self._waiter

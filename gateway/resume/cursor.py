@@ -3,7 +3,8 @@
 A cursor lists, per channel of a subscription, the id of the last entry the
 client has been given: ``echo=1732480000123-0,reverse_echo=1732480000100-0``.
 Channel names never contain ``=`` or ``,`` (see ``contract.channels``), so the
-text is unambiguous, readable and free of newlines.
+text is unambiguous, readable and free of newlines. This module is the only one
+that reads or writes cursor text.
 
 Accepted as a resume position (``Last-Event-ID`` or ``?last_event_id=``):
 
@@ -12,22 +13,25 @@ Accepted as a resume position (``Last-Event-ID`` or ``?last_event_id=``):
 - ``live`` (the default): only events published after the stream opened.
 
 Per channel, ``earliest`` and ``live`` may also stand in place of an id.
+
+``StreamPositions`` is where an open stream is in each of its channels: the one
+owner of that position, and the cursor text that says it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from contract.channels import MAX_CHANNEL_LENGTH, is_valid_channel
+from gateway.broker import BEFORE_ALL, StreamKey, stream_key
+from gateway.fanout import Snapshot
 
 EARLIEST: Final = "earliest"
 LIVE: Final = "live"
-
-StreamKey = tuple[int, int]
-"""A Redis stream id as comparable integers: ``b"17-3"`` -> ``(17, 3)``."""
+_EARLIEST = EARLIEST.encode()
 
 # [0-9], not \d: \d would accept other scripts' digits, and int() would read them.
 _ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
@@ -52,16 +56,6 @@ def parse_stream_id(text: str) -> StreamKey:
     if ms > _MAX_ID_PART or seq > _MAX_ID_PART:
         raise ValueError(f"{text[:40]!r} is out of range for a stream id")
     return ms, seq
-
-
-def stream_key(entry_id: bytes) -> StreamKey:
-    """Key of an id that came from Redis (always ``ms-seq``)."""
-    ms, _, seq = entry_id.partition(b"-")
-    return int(ms), int(seq or 0)
-
-
-def format_stream_id(key: StreamKey) -> bytes:
-    return b"%d-%d" % key
 
 
 Position = StreamKey | str
@@ -110,10 +104,20 @@ def parse_cursor(text: str | None, *, max_length: int) -> Cursor:
 
 
 def format_cursor(positions: Iterable[tuple[str, bytes | str]]) -> str:
-    """Render ``[(channel, position), ...]`` as cursor text."""
-    return ",".join(
-        f"{name}={pos.decode() if isinstance(pos, bytes) else pos}" for name, pos in positions
-    )
+    """Cursor text for ``[(channel, id or "earliest"/"live"), ...]``."""
+    return b",".join(
+        _part(name.encode() + b"=", pos.encode() if isinstance(pos, str) else pos)
+        for name, pos in positions
+    ).decode()
+
+
+def single_channel_cursor(channel: str, entry_id: bytes) -> bytes:
+    """The cursor of a stream of ``channel`` alone after entry ``entry_id``."""
+    return _part(channel.encode() + b"=", entry_id)
+
+
+def _part(name_prefix: bytes, position: bytes | None) -> bytes:
+    return name_prefix + (_EARLIEST if position is None else position)
 
 
 def longest_cursor(channels: int) -> int:
@@ -125,3 +129,62 @@ def longest_cursor(channels: int) -> int:
 def printable_prefix(text: str, limit: int = 80) -> str:
     """A safe excerpt of untrusted text for a control event."""
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
+
+
+class StreamPositions:
+    """Where one stream is in each of its channels, and the cursor text that says so.
+
+    A position is the id of the last entry the client was given in that channel
+    (None: before the earliest retained entry). It moves only as frames are
+    rendered for the client, or when a fan-out group hands the stream back.
+    """
+
+    __slots__ = ("_prefixes", "_text", "ids", "keys")
+
+    def __init__(self, channels: Sequence[str]) -> None:
+        self._prefixes = [name.encode() + b"=" for name in channels]
+        self.ids: list[bytes | None] = [None] * len(channels)
+        self.keys: list[StreamKey] = [BEFORE_ALL] * len(channels)
+        self._text: bytes | None = None
+
+    def text(self) -> bytes:
+        """The cursor: ``channel=position`` for every channel, in order."""
+        text = self._text
+        if text is None:
+            prefixes, ids = self._prefixes, self.ids
+            if len(ids) == 1:
+                text = _part(prefixes[0], ids[0])
+            else:
+                pairs = zip(prefixes, ids, strict=True)
+                text = b",".join(_part(prefix, pos) for prefix, pos in pairs)
+            self._text = text
+        return text
+
+    def advance(self, index: int, entry_id: bytes, key: StreamKey) -> None:
+        """The client was given the entry ``entry_id`` (key ``key``) of channel ``index``."""
+        self.ids[index] = entry_id
+        self.keys[index] = key
+        self._text = None
+
+    def move(self, index: int, entry_id: bytes | None) -> None:
+        """Channel ``index`` continues after ``entry_id`` (None: before all entries)."""
+        self.ids[index] = entry_id
+        self.keys[index] = BEFORE_ALL if entry_id is None else stream_key(entry_id)
+        self._text = None
+
+    def snapshot(self) -> Snapshot:
+        return tuple(self.ids)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Take the positions a fan-out group reached for this stream."""
+        for index, entry_id in enumerate(snapshot):
+            if entry_id != self.ids[index]:
+                self.move(index, entry_id)
+
+    def copy(self) -> StreamPositions:
+        twin = StreamPositions.__new__(StreamPositions)
+        twin._prefixes = self._prefixes
+        twin.ids = list(self.ids)
+        twin.keys = list(self.keys)
+        twin._text = self._text
+        return twin

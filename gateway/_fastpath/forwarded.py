@@ -5,20 +5,18 @@ awaits the app: its coroutine frame stays on the stack for as long as a stream i
 open, about 300 bytes per idle stream. ``ForwardedHeaders`` runs that same
 middleware to completion synchronously around an app that returns at once, so
 the rewrite is uvicorn's own and nothing of it outlives the call. ``python -m
-gateway`` turns uvicorn's copy off and lets ``GatewayApp`` apply this one.
+gateway`` turns uvicorn's copy off and lets ``GatewayApp`` apply this one (the
+stock path leaves it on). The trusted proxies come from the settings
+(``FORWARDED_ALLOW_IPS``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Generator
 from typing import Any, cast
 
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
-
-DEFAULT_TRUSTED = "127.0.0.1,::1"
-"""uvicorn's default for ``FORWARDED_ALLOW_IPS``."""
 
 
 class _Done:
@@ -40,9 +38,7 @@ async def _no_send(message: Message) -> None:  # pragma: no cover - nor send
 class ForwardedHeaders:
     """Applies trusted proxies' forwarded headers to a scope, as uvicorn would."""
 
-    def __init__(self, trusted_hosts: str | list[str] | None = None) -> None:
-        if trusted_hosts is None:
-            trusted_hosts = os.environ.get("FORWARDED_ALLOW_IPS", DEFAULT_TRUSTED)
+    def __init__(self, trusted_hosts: str | list[str]) -> None:
         # Typed loosely: uvicorn's ASGI types and Starlette's describe the same dicts.
         self._middleware: Any = ProxyHeadersMiddleware(cast(Any, self._scope_done), trusted_hosts)
 

@@ -10,7 +10,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
-from gateway.errors import error_body
+from gateway.http.error_responses import error_body
 from gateway.settings import GatewaySettings
 
 # What EventSource and fetch-based SSE clients send beyond the CORS-safelisted headers.

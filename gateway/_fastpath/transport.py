@@ -10,8 +10,8 @@ its high-water mark (``send`` then waits for it to drain, under the send
 timeout). Any other server, or another uvicorn version whose cycle lacks these
 attributes, gets no ``ChunkedTransport`` and every chunk goes through ``send``.
 
-The chunk of one live batch is shared by every client on its channel alone, so
-its framing is cached by identity: one ``bytes`` per batch, not per client.
+A group writes the same chunk to many streams: it is framed once
+(``frame_chunk``) and written with ``write_framed``.
 """
 
 from __future__ import annotations
@@ -23,21 +23,10 @@ from typing import Any
 
 from starlette.types import Send
 
-from gateway.http_protocol import LeanHttpProtocol
+from gateway._fastpath.chunked import frame_chunk
+from gateway._fastpath.protocol import LeanHttpProtocol
 
 _CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
-
-_last_chunk: bytes = b""
-_last_framed: bytes = b"0\r\n\r\n"
-
-
-def chunk_frame(chunk: bytes) -> bytes:
-    """``chunk`` in chunked framing (the bytes uvicorn writes for it), cached by identity."""
-    global _last_chunk, _last_framed
-    if chunk is not _last_chunk:
-        _last_framed = b"%x\r\n%s\r\n" % (len(chunk), chunk)
-        _last_chunk = chunk
-    return _last_framed
 
 
 class ChunkedTransport:
@@ -109,5 +98,5 @@ class ChunkedTransport:
             return True  # what send does: the client is gone, the stream is ending
         if self._flow.write_paused:
             return False
-        self._transport.write(chunk_frame(chunk))
+        self._transport.write(frame_chunk(chunk))
         return True
