@@ -59,8 +59,8 @@ class RedisTarget:
         parts = [part.strip() for part in text.split(",")]
         if not parts or not parts[0] or any(not part for part in parts):
             raise RedisConfigError(
-                f"invalid REDIS_URL {text!r}: give redis://host:port, or seed nodes separated"
-                " by commas"
+                f"invalid REDIS_URL {','.join(map(redact_url, parts))!r}: give"
+                " redis://host:port, or seed nodes separated by commas"
             )
         urls = tuple(_complete(part, parts[0]) for part in parts)
         for url in urls:
