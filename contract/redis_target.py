@@ -122,6 +122,8 @@ class RedisTarget:
             )
             try:
                 info = await probe.info("cluster")
+                if _enabled(info):
+                    info = {**info, **await probe.info("server")}
             except ResponseError as exc:
                 if self.forced_mode is not None:
                     return self.forced_mode  # INFO denied or renamed: trust the setting
@@ -136,6 +138,8 @@ class RedisTarget:
                 await probe.aclose()
             found = RedisMode.CLUSTER if _enabled(info) else RedisMode.STANDALONE
             self._check_mode(found, url)
+            if found is RedisMode.CLUSTER:
+                _check_sharded_pubsub(info, url)
             return found
         assert last_error is not None
         raise last_error
@@ -208,6 +212,16 @@ def redact_url(url: str) -> str:
     if "@" in rest:
         rest = "***@" + rest.split("@", 1)[1]
     return scheme + sep + rest
+
+
+def _check_sharded_pubsub(info: dict[str, Any], url: str) -> None:
+    version = str(info.get("redis_version", ""))
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) < 7:
+        raise RedisConfigError(
+            f"{redact_url(url)} runs Redis {version}, but on a cluster live events use sharded"
+            " pub/sub (SPUBLISH, SSUBSCRIBE), which needs Redis 7.0 or later"
+        )
 
 
 def _enabled(info: dict[str, Any]) -> bool:

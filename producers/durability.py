@@ -15,7 +15,9 @@ import asyncio
 import logging
 import time
 
-from producers.writer import Writer
+from redis.exceptions import ResponseError
+
+from producers.writer import RETRYABLE, Writer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,19 @@ class Durability:
         return await self._look_up(writer, key, await writer.shard_of(key)) <= acked
 
     async def _look_up(self, writer: Writer, key: str, shard: str) -> int:
-        online = await writer.online_replicas(key)
+        try:
+            online = await writer.online_replicas(key)
+        except ResponseError as exc:  # INFO denied by an ACL, or renamed away
+            if isinstance(exc, RETRYABLE):
+                raise
+            if shard not in self._online:
+                log.warning(
+                    "cannot see the replicas of %s (%s): publishes to its channels do not"
+                    " wait for one; set SSE_PUBLISH_REPLICAS to make them",
+                    shard,
+                    exc,
+                )
+            online = 0
         before = self._online.get(shard)
         self._online[shard] = (online, time.monotonic())
         if before is not None and before[0] and not online:

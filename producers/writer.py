@@ -19,7 +19,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from contract.redis_target import UNREACHABLE
+from contract.redis_target import UNREACHABLE, RedisConfigError
 from contract.wire import NOTIFY_PUBLISH, decode_publish_reply, script_source
 
 
@@ -101,6 +101,17 @@ class StandaloneWriter:
 
     async def append(
         self, key: str, args: list[Any], *, wait_replicas: int, wait_timeout_ms: int
+    ) -> AppendResult:
+        try:
+            return await self._append(key, args, wait_replicas, wait_timeout_ms)
+        except AskError as exc:  # also MOVED: only a cluster node redirects
+            raise RedisConfigError(
+                f"the Redis server redirected a publish ({exc}): it is a Redis Cluster node;"
+                " give Publisher a RedisCluster client, or use Publisher.from_url"
+            ) from None
+
+    async def _append(
+        self, key: str, args: list[Any], wait_replicas: int, wait_timeout_ms: int
     ) -> AppendResult:
         if not wait_replicas:
             entry_id, prev = decode_publish_reply(await self._script(keys=[key], args=args))

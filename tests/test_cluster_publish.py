@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import pytest
+from redis.asyncio import Redis
 
 from contract.backoff import Backoff
 from contract.events import Echo, EchoPayload
+from contract.redis_target import RedisConfigError
 from contract.wire import NO_ENTRY_ID, Keyspace, LiveMessage, decode_fields
 from producers.publisher import Publisher
 from tests.support.assertions import assert_exactly, numbered
@@ -264,15 +266,19 @@ def one_line(stderr: str) -> str:
     return lines[0]
 
 
-def test_a_cluster_node_with_the_standalone_mode_forced_stops_the_producer(
+async def test_a_cluster_node_taken_for_a_single_server_is_refused_in_one_line(
     redis_cluster: LocalRedisCluster,
 ) -> None:
     node = redis_cluster.masters()[0]
-    result = run_cli(
-        "producers", "echo", env={"REDIS_URL": node.url, "SSE_REDIS_MODE": "standalone"}
-    )
+    env = {"REDIS_URL": node.url, "SSE_REDIS_MODE": "standalone"}
+    result = await asyncio.to_thread(run_cli, "producers", "echo", env=env)
     assert result.returncode == 2
     assert "is a Redis Cluster node" in one_line(result.stderr)
+    # A plain client handed to Publisher: the first redirection says what is wrong.
+    channel = redis_cluster.channels_on_each_master()[1][0]
+    async with Publisher(Redis.from_url(node.url), backoff=FAST_RETRIES) as publisher:
+        with pytest.raises(RedisConfigError, match="it is a Redis Cluster node"):
+            await publisher.publish(channel, Echo(data=EchoPayload(message="lost?")))
 
 
 @pytest.mark.parametrize(

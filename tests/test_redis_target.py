@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from redis.asyncio import Redis
 
 from contract.redis_target import RedisConfigError, RedisMode, RedisTarget
+from tests.support.processes import run_cli
+from tests.support.redis_server import RedisServer
 
 
 def test_seeds_without_a_scheme_borrow_the_first_ones_scheme_and_credentials() -> None:
@@ -48,3 +51,17 @@ def test_one_url_takes_any_mode(mode: str | None, forced: RedisMode | None) -> N
 def test_urls_that_cannot_work_say_why(url: str, mode: str | None, expected: str) -> None:
     with pytest.raises(RedisConfigError, match=expected):
         RedisTarget.parse(url, mode)
+
+
+async def test_a_server_that_will_not_say_its_mode_needs_it_set(redis_server: RedisServer) -> None:
+    async with Redis.from_url(redis_server.url) as admin:
+        await admin.execute_command(
+            "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-info"
+        )
+    url = f"redis://app:pw@127.0.0.1:{redis_server.port}/0"
+    with pytest.raises(RedisConfigError, match="set SSE_REDIS_MODE=standalone"):
+        await RedisTarget.parse(url).detect_mode()
+    # Once it is set, it is trusted, and producers publish.
+    assert await RedisTarget.parse(url, "standalone").detect_mode() is RedisMode.STANDALONE
+    env = {"REDIS_URL": url, "SSE_REDIS_MODE": "standalone"}
+    assert run_cli("producers", "echo", "--count", "1", env=env).returncode == 0
