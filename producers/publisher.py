@@ -238,7 +238,7 @@ class Publisher:
                     mode, socket_timeout=SOCKET_TIMEOUT + self._wait_timeout_ms / 1000
                 )
                 self._use(client)
-                log.info("publishing to %s (%s)", self._target.describe(), mode)
+                log.debug("publishing to %s (%s)", self._target.describe(), mode)
             assert self._writer is not None
             return self._writer
 

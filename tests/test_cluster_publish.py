@@ -45,6 +45,13 @@ def history(node: ClusterNode, channel: str) -> list[tuple[str, str, str]]:
     return rows
 
 
+def a_shard(cluster: LocalRedisCluster, index: int) -> tuple[str, ClusterNode, ClusterNode]:
+    """A channel on the ``index``-th master, that master, and its replica."""
+    channel = cluster.channels_on_each_master()[index][0]
+    master = cluster.master_of(channel)
+    return channel, master, cluster.replicas_of(master)[0]
+
+
 def assert_linked(rows: Sequence[tuple[str, str, str]]) -> None:
     """Each entry names the one before it: nothing lost or inserted in between."""
     previous = NO_ENTRY_ID.decode()
@@ -168,9 +175,7 @@ async def test_an_event_is_acknowledged_and_sent_live_only_once_a_replica_holds_
     redis_cluster: LocalRedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="producers.publisher")
-    channel = redis_cluster.channels_on_each_master()[0][0]
-    master = redis_cluster.master_of(channel)
-    replica = redis_cluster.replicas_of(master)[0]
+    channel, master, replica = a_shard(redis_cluster, 0)
     async with (
         listening(master, [channel]) as live,
         Publisher.from_url(
@@ -206,9 +211,7 @@ async def test_a_publish_in_flight_when_its_master_dies_lands_once_on_the_replic
     """The entry reached the replica, the acknowledgement did not reach the producer:
     the retry finds the entry by its token on the promoted replica, appends nothing."""
     caplog.set_level(logging.WARNING, logger="producers.publisher")
-    channel = redis_cluster.channels_on_each_master()[1][0]
-    master = redis_cluster.master_of(channel)
-    replica = redis_cluster.replicas_of(master)[0]
+    channel, master, replica = a_shard(redis_cluster, 1)
     async with (
         listening(replica, [channel]) as live,
         Publisher.from_url(redis_cluster.url, wait_timeout_ms=100, backoff=FAST_RETRIES) as p,

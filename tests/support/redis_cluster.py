@@ -18,17 +18,16 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import redis
 from redis.crc import key_slot
 
-from tests.support.ports import free_port, wait_for_port
+from tests.support.ports import free_port
+from tests.support.redis_server import LocalRedisServer
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10_000
@@ -69,38 +68,14 @@ def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> 
         time.sleep(0.05)
 
 
-class ClusterNode:
-    """One ``redis-server`` of the cluster: its port, data directory and process."""
+class ClusterNode(LocalRedisServer):
+    """One ``redis-server --cluster-enabled yes`` of the cluster."""
 
-    def __init__(self, binary: str, port: int) -> None:
-        self.binary = binary
-        self.port = port
-        self.directory = Path(tempfile.mkdtemp(prefix=f"sse-test-cluster-{port}-"))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return f"<ClusterNode 127.0.0.1:{self.port}>"
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def start(self) -> None:
-        assert self.process is None, f"{self} is already running"
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--dir", str(self.directory),
+    def __init__(self, port: int) -> None:
+        super().__init__(
+            port=port,
+            appendfsync="everysec",
+            options=[
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
@@ -112,44 +87,19 @@ class ClusterNode:
                 "--cluster-allow-replica-migration", "no",
                 # A (re)joining replica syncs at once instead of waiting 5 s for company.
                 "--repl-diskless-sync-delay", "0",
-                "--appendonly", "yes",
-                "--appendfsync", "everysec",
-                "--save", "",
-                "--daemonize", "no",
-                "--loglevel", "warning",
-                "--logfile", str(self.directory / "redis.log"),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        if not wait_for_port(self.port, timeout=10):
-            log = self.log()[-2000:]
-            self.kill()
-            raise RuntimeError(f"cluster node did not start on {self.port}:\n{log}")
 
-    def log(self) -> str:
-        path = self.directory / "redis.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+    def __repr__(self) -> str:
+        return f"<ClusterNode 127.0.0.1:{self.port}>"
 
-    def _end(self, sig: signal.Signals) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
 
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to the cluster, no last AOF flush."""
-        self._end(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM: flushes its AOF and exits; ``start()`` brings it back with its data."""
-        self._end(signal.SIGTERM)
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def pause(self) -> None:
         """SIGSTOP: the process stays, reads nothing and answers nothing until ``resume()``."""
@@ -190,10 +140,6 @@ class ClusterNode:
     def node_id(self) -> str:
         reply = self.command("CLUSTER", "MYID")
         return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-    def close(self) -> None:
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 @dataclass(frozen=True)
@@ -251,10 +197,9 @@ class LocalRedisCluster:
     """Six cluster nodes on free loopback ports: 3 masters with a replica each."""
 
     def __init__(self, masters: int = 3, replicas_per_master: int = 1) -> None:
-        binary = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
-        if binary is None or cli is None:
-            raise RuntimeError("redis-server is not installed: apt-get install redis-server")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed: apt-get install redis-server")
         self.cli = cli
         self.masters_wanted = masters
         self.replicas_per_master = replicas_per_master
@@ -263,7 +208,7 @@ class LocalRedisCluster:
         for _ in range(masters * (1 + replicas_per_master)):
             port = cluster_port(ports)
             ports.add(port)
-            self.nodes.append(ClusterNode(binary, port))
+            self.nodes.append(ClusterNode(port))
 
     @property
     def url(self) -> str:
