@@ -137,7 +137,7 @@ class Publisher:
     async def connect(self) -> RedisMode:
         """Find out the server's mode and build the client, retrying while Redis is
         unreachable. Raises RedisConfigError when the server contradicts the settings."""
-        await self._retrying("connect to Redis", lambda _: self._connected())
+        await self._retrying("connect to Redis", lambda _: self._connected(), writes=False)
         assert self._mode is not None
         return self._mode
 
@@ -203,8 +203,13 @@ class Publisher:
         entry_id = await self._retrying(f"publish to {channel!r}", attempt)
         return entry_id.decode()
 
-    async def _retrying(self, what: str, attempt: Callable[[int], Awaitable[T]]) -> T:
-        """Run ``attempt(failures so far)`` until it succeeds, backing off between tries."""
+    async def _retrying(
+        self, what: str, attempt: Callable[[int], Awaitable[T]], *, writes: bool = True
+    ) -> T:
+        """Run ``attempt(failures so far)`` until it succeeds, backing off between tries.
+
+        ``writes``: an attempt may have been applied though it failed (its reply was lost).
+        """
         failures = 0
         while True:
             try:
@@ -212,9 +217,10 @@ class Publisher:
             except RETRYABLE as exc:
                 failures += 1
                 if self._max_attempts is not None and failures >= self._max_attempts:
+                    maybe = " (an attempt whose reply was lost may have been applied)"
                     raise PublishError(
-                        f"could not {what} after {failures} attempts"
-                        f" (an attempt whose reply was lost may have been applied): {exc}"
+                        f"could not {what} after {failures} attempts{maybe if writes else ''}:"
+                        f" {exc}"
                     ) from exc
                 delay = self._backoff.delay(failures)
                 log.warning(
