@@ -1,10 +1,11 @@
 """When to reconnect: the server's ``retry:`` hint, backed off and jittered.
 
 The first reconnect after a stream that worked waits the gateway's ``retry:``
-(a drain sends a short one); each failed attempt after that doubles the wait,
-up to ``max_delay``. Every wait is drawn between the base and 1.5 times it, so
-clients cut at the same moment (a gateway restart) come back spread out, and
-never sooner than the gateway asked. A 503's ``Retry-After`` is a floor too.
+(a drain sends a short one); each failed attempt after that waits ``retry:``
+again, then twice as long per failure, up to ``max_delay``. A 503's
+``Retry-After`` is a floor over all of that. Every wait is drawn between its
+base and 1.5 times it, so that clients cut at the same moment (a gateway
+restart) come back spread out, and none sooner than it was asked to.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class ReconnectDelay:
             base = retry
         else:
             step = max(retry, MIN_BACKOFF)
-            base = max(retry, min(self.max_delay, step * 2 ** min(failures - 1, 32)))
+            base = min(self.max_delay, step * 2 ** min(failures - 1, 32))
         if retry_after is not None:
             base = max(base, retry_after)
         # A misconfigured server or proxy must not park the client for days.

@@ -123,6 +123,7 @@ class Subscription:
                 await events.aclose()
         finally:
             if self._owns_client and self._client is not None:
+                self._owns_client = False
                 await self._client.aclose()
 
     def __aiter__(self) -> Self:

@@ -71,7 +71,8 @@ class _LoopThread:
             if not outcome.done():
                 # Callbacks run in order: start() has created the task by then.
                 self._loop.call_soon_threadsafe(lambda: tasks[0].cancel())
-                concurrent.futures.wait([outcome])
+                with contextlib.suppress(concurrent.futures.CancelledError):
+                    outcome.exception()  # returns once the task has ended
             raise
 
 
