@@ -6,9 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.admission import StreamAdmission
+from gateway.api_docs import install_api_docs
 from gateway.auth import TokenVerifier
 from gateway.cors import install_cors, with_cors
 from gateway.errors import install_error_handlers
@@ -62,6 +64,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Typed events from Redis as resumable Server-Sent Events.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves it without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.forwarded = ForwardedHeaders()
@@ -72,4 +76,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     # CORS outermost, so that refusals carry CORS headers too.
     app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
     app.include_router(router)
+    install_api_docs(app)
+    # The demo page's script and style (the page itself is routes.demo_page).
+    app.mount("/static", StaticFiles(packages=[("gateway", "http/static")]), name="static")
     return app

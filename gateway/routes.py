@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from redis.exceptions import RedisError
 
 from contract.channels import CHANNEL_NAME_PATTERN, InvalidChannelName, validate_channel
@@ -28,6 +29,12 @@ from gateway.subscription import Subscription
 
 router = APIRouter()
 STREAM_PATH = "/sse"
+DEMO_PAGE = resources.files("gateway") / "http" / "static" / "index.html"
+# The page renders untrusted payloads: should one ever slip into the DOM, it runs nothing.
+DEMO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+}
 
 
 def _runtime(request: Request) -> Runtime:
@@ -171,6 +178,12 @@ def open_stream(
         send_timeout=settings.send_timeout,
         headers={"Access-Control-Expose-Headers": "Content-Type"},
     )
+
+
+@router.get("/", include_in_schema=False)
+async def demo_page() -> HTMLResponse:
+    """The demo page: ``/?channel=echo&channel=reverse_echo`` shows those channels live."""
+    return HTMLResponse(DEMO_PAGE.read_text(), headers=DEMO_HEADERS)
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
