@@ -2,14 +2,19 @@
 
 Each connection is a ``GET /sse`` carrying the last cursor in ``Last-Event-ID``.
 The cursor moves with every ``id:`` field, the opening frame's included (it
-carries no data, so it yields nothing), and only when the event with that id
-is handed to the caller: the cursor a caller stores after handling an event
+carries no data, so it yields nothing), and for an event only when the event is
+handed to the caller: the cursor a caller stores after handling an event
 resumes after that event, never before or past it.
+
+The connections are read by a task of the subscription, one event ahead at
+most: a caller whose wait for the next event is cancelled (a timeout around
+``anext``) leaves that read running, and the next call gets its event.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -72,6 +77,8 @@ class Subscription:
         self._params = httpx.QueryParams([("channel", name) for name in _channel_list(channels)])
         self.last_event_id: str | None = _header_value("last_event_id", last_event_id)
         """The cursor after the last event handed out: store it, resume from it."""
+        self._position = self.last_event_id
+        """The cursor after the last frame read: where a new connection resumes."""
         if isinstance(token, str):
             _header_value("token", token)
         elif token is not None and not callable(token):
@@ -93,7 +100,10 @@ class Subscription:
         """Streams opened after the first one."""
         self._client = http_client
         self._owns_client = http_client is None
-        self._events: AsyncGenerator[Event, None] | None = None
+        self._events: AsyncGenerator[tuple[Event, str | None], None] | None = None
+        self._next: asyncio.Task[tuple[Event, str | None]] | None = None
+        """The read of the next event, when one is under way or done and not yet taken."""
+        self._waiting = False
         self._entered = False
 
     async def __aenter__(self) -> Self:
@@ -118,7 +128,12 @@ class Subscription:
     async def aclose(self) -> None:
         """Close the open connection (and the HTTP client, unless it was passed in)."""
         events, self._events = self._events, None
+        pending, self._next = self._next, None
         try:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending  # its outcome (an event, an error) has nobody to go to
             if events is not None:
                 await events.aclose()
         finally:
@@ -135,10 +150,34 @@ class Subscription:
                 "iterate a subscription inside its block: "
                 "async with subscribe(...) as events: async for event in events: ..."
             )
-        return await self._events.__anext__()
+        if self._waiting:
+            raise RuntimeError("a subscription is iterated by one task at a time")
+        if self._next is None:
+            self._next = asyncio.create_task(_next_of(self._events), name="sse-client-read")
+        self._waiting = True
+        read = self._next
+        try:
+            # Shielded: cancelling this wait leaves the read running for the next call.
+            event, cursor = await asyncio.shield(read)
+        except asyncio.CancelledError:
+            if read.cancelled():
+                self._next = None  # the read itself was cancelled, not only this wait
+            raise
+        except BaseException:
+            self._next = None  # the read failed: its error is the caller's now
+            raise
+        finally:
+            self._waiting = False
+        self._next = None
+        if cursor is not None:
+            self.last_event_id = cursor
+        return event
 
-    async def _follow(self, client: httpx.AsyncClient) -> AsyncGenerator[Event, None]:
-        """Events from one connection after another, each resuming at the cursor."""
+    async def _follow(
+        self, client: httpx.AsyncClient
+    ) -> AsyncGenerator[tuple[Event, str | None], None]:
+        """Events (with the cursor after each) from one connection after another, each
+        resuming at the position read last."""
         failures = 0
         failing_since: float | None = None
         opened_before = False
@@ -156,8 +195,8 @@ class Subscription:
                             opened_before = True
                         event = self._receive(sse)
                         if event is not None:
-                            yield event
-                log.info("the gateway ended the stream; resuming at %s", self.last_event_id)
+                            yield event, self._position
+                log.info("the gateway ended the stream; resuming at %s", self._position)
             except _Unavailable as exc:
                 error, retry_after = exc, exc.retry_after
             except httpx.ReadTimeout as exc:
@@ -185,8 +224,8 @@ class Subscription:
     async def _connect(self, client: httpx.AsyncClient) -> AsyncIterator[EventSource]:
         """One ``GET /sse`` that answered with an event stream; raises for anything else."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        if self.last_event_id is not None:
-            headers["Last-Event-ID"] = self.last_event_id
+        if self._position is not None:
+            headers["Last-Event-ID"] = self._position
         token = await self._current_token()
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -222,10 +261,19 @@ class Subscription:
         if sse.retry is not None and sse.retry >= 0:
             self.retry_ms = sse.retry
         if sse.id:
-            self.last_event_id = sse.id
+            self._position = sse.id
         if not sse.data:
-            return None  # an id-only or retry-only frame: EventSource dispatches nothing either
+            # An id-only or retry-only frame: EventSource dispatches nothing either. Every
+            # event read before it has been handed out, so the caller's cursor moves too.
+            self.last_event_id = self._position
+            return None
         return decode(sse.event, sse.data, sse.id or None)
+
+
+async def _next_of(
+    events: AsyncGenerator[tuple[Event, str | None], None],
+) -> tuple[Event, str | None]:
+    return await anext(events)
 
 
 def _stream_url(base_url: str) -> str:

@@ -239,6 +239,33 @@ async def test_unknown_event_names_and_invalid_data_arrive_as_raw_events(
     assert echo.data.message == "msg-0"
 
 
+async def test_timeouts_around_anext_lose_no_event_and_keep_the_stream(
+    gateway: GatewayProcess, redis_url: str
+) -> None:
+    """A caller that polls with a timeout cancels many waits mid-read."""
+    received: list[str] = []
+    cursors: list[str | None] = []
+    timeouts = 0
+    async with (
+        subscribe(gateway.base_url, ["echo"], last_event_id="earliest") as events,
+        publishing_in_background(redis_url, ["echo"], count=60, interval=0.005),
+    ):
+        while len(received) < 60:
+            try:
+                async with asyncio.timeout(0.001):
+                    event = await anext(events)
+            except TimeoutError:
+                timeouts += 1
+                continue
+            assert isinstance(event, Echo)
+            received.append(event.data.message)
+            cursors.append(events.last_event_id)
+    assert received == numbered(60)
+    assert timeouts > 10
+    assert events.reconnects == 0
+    assert len(set(cursors)) == 60
+
+
 # ---- resume across failures
 
 
