@@ -19,10 +19,6 @@ gateway's server dependencies.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import httpx
-
 from client._errors import (
     ClientError,
     Forbidden,
@@ -32,7 +28,7 @@ from client._errors import (
     Unauthorized,
 )
 from client._events import Event, RawEvent
-from client._subscription import DEFAULT_PING_INTERVAL, Subscription, TokenProvider
+from client._subscription import Subscription, TokenProvider
 from client._sync import SyncSubscription, synchronous
 
 __all__ = [
@@ -52,56 +48,10 @@ __all__ = [
 ]
 
 
-def subscribe(
-    base_url: str,
-    channels: Sequence[str],
-    *,
-    last_event_id: str | None = None,
-    token: str | TokenProvider | None = None,
-    ping_interval: float = DEFAULT_PING_INTERVAL,
-    silence_timeout: float | None = None,
-    connect_timeout: float = 10.0,
-    max_delay: float = 30.0,
-    give_up_after: float | None = None,
-    http_client: httpx.AsyncClient | None = None,
-) -> Subscription:
-    """Subscribe to ``channels`` of the gateway at ``base_url``; use with ``async with``.
+subscribe = Subscription
+"""``subscribe(base_url, channels, ...)``: see ``Subscription``."""
 
-    Iterating yields each event as its contract class (``Echo``, ``ReverseEcho``, a
-    registered ``BaseEvent`` subclass of your own), the gateway's control events
-    (``HistoryGap``, ``CursorInvalid``, ``Reconnect``), or a ``RawEvent`` for a name no
-    class carries or data its class rejects.
-
-    - ``last_event_id``: where to start: a cursor stored from ``events.last_event_id``,
-      ``"earliest"`` (all retained history) or ``None``/``"live"``.
-    - ``token``: a subscriber JWT, or a callable (sync or async) returning one, called
-      before every connection so that a refreshed token is used after expiry.
-    - ``ping_interval``: the gateway's ``SSE_PING_INTERVAL``. A connection silent for
-      ``silence_timeout`` (default 2.5 pings: the gateway may leave just under two
-      intervals between bytes) is dropped and resumed.
-    - Reconnects wait the gateway's ``retry:``, doubling per failed attempt up to
-      ``max_delay`` (a 503's ``Retry-After`` is honoured), with jitter. ``give_up_after``
-      seconds of failed attempts raise ``GatewayUnreachable``; None retries forever.
-    - 4xx answers raise ``SubscriptionRefused`` (``Unauthorized`` for 401, ``Forbidden``
-      for 403) with the gateway's code, message and hint; they are not retried.
-    - ``http_client``: an ``httpx.AsyncClient`` of your own (proxies, TLS settings); it
-      is left open. Without it the subscription makes and closes its own.
-    """
-    return Subscription(
-        base_url,
-        channels,
-        last_event_id=last_event_id,
-        token=token,
-        ping_interval=ping_interval,
-        silence_timeout=silence_timeout,
-        connect_timeout=connect_timeout,
-        max_delay=max_delay,
-        give_up_after=give_up_after,
-        http_client=http_client,
-    )
-
-
-subscribe_sync = synchronous(subscribe)
+subscribe_sync = synchronous(Subscription)
 subscribe_sync.__doc__ = """``subscribe`` for synchronous code: a ``with`` block around an iterator.
 
 ```python

@@ -56,8 +56,32 @@ class _Unavailable(Exception):
 
 
 class Subscription:
-    """A subscription to channels of a gateway: an async context manager, then an async
-    iterator of events (see ``subscribe``)."""
+    """Subscribe to ``channels`` of the gateway at ``base_url``; use with ``async with``.
+
+    Iterating yields each event as its contract class (``Echo``, ``ReverseEcho``, a
+    registered ``BaseEvent`` subclass of your own), the gateway's control events
+    (``HistoryGap``, ``CursorInvalid``, ``Reconnect``), or a ``RawEvent`` for a name no
+    class carries or data its class rejects. ``last_event_id`` is the cursor after the
+    last event handed out.
+
+    - ``last_event_id``: where to start: a cursor stored from ``events.last_event_id``,
+      ``"earliest"`` (all retained history) or ``None``/``"live"``.
+    - ``token``: a subscriber JWT, or a callable (sync or async) returning one, called
+      before every connection so that a refreshed token is used after expiry. A sync
+      provider runs on the event loop: it must not block.
+    - ``ping_interval``: the gateway's ``SSE_PING_INTERVAL``. A connection silent for
+      ``silence_timeout`` (default 2.5 pings: the gateway may leave just under two
+      intervals between bytes) is dropped and resumed.
+    - Reconnects wait the gateway's ``retry:``, doubling per failed attempt up to
+      ``max_delay``, with jitter; a 503's ``Retry-After`` is honoured. ``give_up_after``
+      seconds of failed attempts raise ``GatewayUnreachable``; None retries forever.
+    - 4xx answers raise ``SubscriptionRefused`` (``Unauthorized`` for 401, ``Forbidden``
+      for 403) with the gateway's code, message and hint; they are not retried.
+    - ``http_client``: an ``httpx.AsyncClient`` of your own (proxies, TLS settings); it
+      is left open. Without it the subscription makes and closes its own.
+
+    Bad arguments raise ``TypeError``/``ValueError`` here, before any connection.
+    """
 
     def __init__(
         self,

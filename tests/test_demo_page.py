@@ -30,15 +30,15 @@ from tests.support.assertions import (
     numbered,
     publish_numbered,
 )
+from tests.support.browser import chromium
 from tests.support.ports import free_port
 from tests.support.processes import ROOT, GatewayProcess
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright
+    from playwright.async_api import Browser, Page
     from playwright.async_api import TimeoutError as PlaywrightTimeout
-except ImportError:  # pragma: no cover - reported by require_browser as a failure
-    async_playwright = None
+except ImportError:  # pragma: no cover - tests.support.browser fails the tests then
+    pass
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -119,15 +119,8 @@ class DemoPage:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    require_browser()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest_asyncio.fixture(loop_scope="module")
