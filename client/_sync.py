@@ -91,6 +91,7 @@ class SyncSubscription:
     def __init__(self, subscription: Subscription, runner: _LoopThread) -> None:
         self._subscription = subscription
         self._runner = runner
+        self.closed = False
 
     @property
     def last_event_id(self) -> str | None:
@@ -106,6 +107,8 @@ class SyncSubscription:
         return self
 
     def __next__(self) -> Event:
+        if self.closed:
+            raise RuntimeError("iterate a subscription inside its with block; this one is closed")
         try:
             return self._runner.run(self._subscription.__anext__())
         except StopAsyncIteration:
@@ -122,9 +125,11 @@ def synchronous(
         subscription = subscribe(*args, **kwargs)  # bad arguments raise here, in this thread
         with _LoopThread() as runner:
             runner.run(subscription.__aenter__())
+            events = SyncSubscription(subscription, runner)
             try:
-                yield SyncSubscription(subscription, runner)
+                yield events
             finally:
+                events.closed = True
                 runner.run(subscription.aclose())
 
     # help() and IDEs show subscribe's parameters, not (*args, **kwargs).

@@ -621,6 +621,8 @@ def test_the_sync_variant_yields_typed_events_and_resumes_from_its_cursor(
     with subscribe_sync(gateway.base_url, CHANNELS, last_event_id=cursor) as events:
         rest = [next(events) for _ in range(4)]
         assert events.reconnects == 0
+    with pytest.raises(RuntimeError, match="inside its with block"):
+        next(events)
     assert [event.data.message for event in rest if isinstance(event, Echo)] == ["msg-3", "msg-4"]
     assert [e.data.message for e in rest if isinstance(e, ReverseEcho)] == ["msg-3", "msg-4"]
     assert gateway.open_streams() == 0
