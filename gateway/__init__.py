@@ -1,14 +1,27 @@
 """The SSE gateway: fans out Redis channels to many Server-Sent Events clients.
 
-Layout: ``hub`` (one pub/sub connection per process, fan-out to ``sink``s),
-``history`` (paged, shared reads of channel history), ``channel_stream``
-(one channel for one client: replay, then live), ``subscription`` (merges a
-client's channels, keeps its ``cursor``, renders ``frames``), ``routes`` and
-``app`` (HTTP), ``settings`` and ``cli`` (configuration and start-up).
+The public surface is ``create_app(settings)`` (the ASGI app, for uvicorn or any
+ASGI server), ``GatewaySettings`` (every knob, read from the environment) and
+``main`` (``python -m gateway``). Inside, one package per concept, each layer
+importing only those below it (pyproject.toml's import-linter contracts):
 
-A stream on the wire: ``stream_route`` (``GET /sse`` without FastAPI's
-per-request machinery), ``response`` (the SSE response, one task per stream),
-``output`` and ``transport`` (its writes, straight from the hub's flush while the
-client keeps up), ``streams`` (every open stream: keep-alive pings, shutdown).
-docs/performance.md says why each exists.
+- ``http``: the app, its routes, ``GET /sse`` turned into a stream, errors as JSON,
+  CORS and the stream limit;
+- ``resume``: cursors, each channel's replay-then-live feed, SSE frames, and a
+  client's subscription (its feeds merged with aiostream);
+- ``fanout``: the hub (live entries batched per flush), groups of streams in step
+  written in one loop, and each stream's bounded sinks;
+- ``sse``: the response on the wire, one task per stream, ordered writes, pings;
+- ``broker``: everything that speaks Redis (the live flow, history reads, entries),
+  behind the ``Broker`` seam;
+- ``_fastpath``: every use of uvicorn's and sse-starlette's insides, behind one
+  switch, with a stock path when they are not what it expects.
+
+docs/architecture.md draws the layout and the path of one event.
 """
+
+from gateway.cli import main
+from gateway.http.app import create_app
+from gateway.settings import GatewaySettings
+
+__all__ = ["GatewaySettings", "create_app", "main"]

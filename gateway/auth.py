@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
@@ -29,9 +29,6 @@ from starlette.requests import Request
 
 from contract.channels import is_valid_channel
 from gateway.errors import ChannelForbidden, ExpiredToken, InvalidToken, MissingToken
-
-if TYPE_CHECKING:
-    from gateway.settings import GatewaySettings
 
 MAX_TOKEN_LENGTH = 8192
 MIN_RSA_BITS = 2048
@@ -106,24 +103,6 @@ class TokenVerifier:
         self._issuer = issuer
         self._claim = claim
         self.cookie = cookie
-
-    @classmethod
-    def from_settings(cls, settings: GatewaySettings) -> TokenVerifier | None:
-        """The verifier the settings configure, or None when auth is off."""
-        keys: dict[str, Any] = {}
-        if settings.auth_hs256_secret is not None:
-            keys["HS256"] = settings.auth_hs256_secret.get_secret_value().encode()
-        if settings.auth_rs256_public_key is not None:
-            keys["RS256"] = load_rs256_public_key(settings.auth_rs256_public_key)
-        if not keys:
-            return None
-        return cls(
-            keys,
-            audience=settings.auth_audience,
-            issuer=settings.auth_issuer,
-            claim=settings.auth_channels_claim,
-            cookie=settings.auth_cookie,
-        )
 
     def token_from(self, request: Request, query_token: str | None) -> str:
         """The request's token: Authorization header, then ``token`` query, then cookie."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
 from contract.wire import InvalidPrefix, Keyspace
-from gateway.http_protocol import LeanHttpProtocol
+from gateway._fastpath import FastPath
 from gateway.settings import GatewaySettings
 
 
@@ -60,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (default: off)"
     )
+    parser.add_argument(
+        "--http",
+        default="auto",
+        choices=["auto", "httptools", "h11"],
+        help="uvicorn's HTTP protocol (default: auto, the fast path's lighter httptools "
+        "protocol when it is on); h11 implies the stock path (SSE_FAST_PATH=false)",
+    )
     return parser
 
 
@@ -97,8 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # process with status 143. This one makes that exit (and a SIGTERM before uvicorn
     # takes over) status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    if args.http == "h11":
+        # The app reads its settings again in each worker: tell it from the environment.
+        os.environ["SSE_FAST_PATH"] = "false"
+        settings = settings.model_copy(update={"fast_path": False})
+    fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
     uvicorn.run(
-        "gateway.app:create_app",
+        "gateway.http.app:create_app",
         factory=True,
         host=args.host,
         port=args.port,
@@ -106,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
-        proxy_headers=False,  # GatewayApp applies them (gateway.forwarded), without a frame
-        http=LeanHttpProtocol,  # uvicorn's httptools protocol, lighter per idle stream
+        # On the fast path GatewayApp applies forwarded headers itself, without a frame.
+        proxy_headers=not fast_path.active,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        http=fast_path.http_protocol or args.http,
     )
     return 0

@@ -1,16 +1,10 @@
-"""Client errors and their one mapping to HTTP: a status and a JSON body.
+"""Client errors: one hierarchy, each class with its HTTP status and error code.
 
-Body: ``{"error": {"code": ..., "message": ..., "hint": ...}}``; the message
-says what is wrong, the hint how to fix it.
+Raised wherever a request turns out to be wrong; ``gateway.http.error_responses``
+is the one place that turns them into a status and a JSON body.
 """
 
 from __future__ import annotations
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class GatewayError(Exception):
@@ -70,71 +64,3 @@ class ChannelForbidden(GatewayError):
 
     status_code = 403
     code = "channel_forbidden"
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    hint: str | None = None
-
-
-class ErrorBody(BaseModel):
-    """The JSON body of every 4xx/5xx answer (documented in the OpenAPI schema)."""
-
-    error: ErrorDetail
-
-
-def error_body(code: str, message: str, hint: str = "") -> dict[str, dict[str, str]]:
-    body = {"code": code, "message": message}
-    if hint:
-        body["hint"] = hint
-    return {"error": body}
-
-
-def error_response(exc: GatewayError) -> JSONResponse:
-    """The HTTP answer to ``exc``: its status, headers and JSON body."""
-    return JSONResponse(
-        error_body(exc.code, exc.message, exc.hint),
-        status_code=exc.status_code,
-        headers=exc.headers,
-    )
-
-
-async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, GatewayError)
-    return error_response(exc)
-
-
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = []
-    for error in exc.errors():
-        where = ".".join(
-            str(part) for part in error.get("loc", ()) if part not in ("query", "header")
-        )
-        problems.append(f"{where}: {error.get('msg', 'invalid')}")
-    return JSONResponse(
-        error_body(
-            "invalid_parameter",
-            "; ".join(problems) or "invalid request",
-            "see GET /docs for the parameters each route takes",
-        ),
-        status_code=422,
-    )
-
-
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    hint = "see GET /docs for the routes" if exc.status_code in (404, 405) else ""
-    return JSONResponse(
-        error_body(code, str(exc.detail), hint),
-        status_code=exc.status_code,
-        headers=getattr(exc, "headers", None),
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(GatewayError, _gateway_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,38 +1,43 @@
-"""The long-lived resources of a gateway process, created and closed by the app's lifespan."""
+"""The long-lived resources of a gateway process, opened and closed by the app's lifespan.
+
+This is where the parts meet: the broker (Redis), the history reader over it,
+the hub that listens to the broker, the open streams and the factory of their
+responses. Nothing here is created at import; everything is closed on exit.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-from sse_starlette.sse import AppStatus
-
 from contract.backoff import Backoff
 from contract.wire import Keyspace
+from gateway._fastpath import FastPath, server_exiting
+from gateway.broker import Broker, HistoryReader, RedisBroker
+from gateway.fanout import Hub
 from gateway.gc_tuning import tune_for_streams
-from gateway.history import HistoryReader
-from gateway.hub import Hub
+from gateway.resume import StreamOptions
 from gateway.settings import GatewaySettings
-from gateway.streams import OpenStreams
-from gateway.subscription import StreamOptions
+from gateway.sse import OpenStreams, StreamResponses
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_POLL = 0.1
 
+STREAM_HEADERS = {"Access-Control-Expose-Headers": "Content-Type"}
+
 
 @dataclass
 class Runtime:
     settings: GatewaySettings
-    redis: Redis
+    broker: Broker
     hub: Hub
     history: HistoryReader
     streams: OpenStreams
+    responses: StreamResponses
     stream_options: StreamOptions
     draining: bool = False
 
@@ -45,38 +50,35 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
-    """Open Redis, the hub and the history reader; close all of them on exit."""
+async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncIterator[Runtime]:
+    """Open the broker, the hub and the history reader; close all of them on exit."""
     tune_for_streams()
-    keyspace = Keyspace(settings.key_prefix)
-    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    backoff = Backoff(settings.redis_backoff_initial, settings.redis_backoff_max)
+    broker = RedisBroker(settings.redis_url, Keyspace(settings.key_prefix), backoff=backoff)
     history = HistoryReader(
-        redis,
-        keyspace,
-        cache_pages=settings.history_cache_pages,
-        cache_bytes=settings.history_cache_bytes,
-        backoff=Backoff(settings.redis_backoff_initial, settings.redis_backoff_max),
+        broker, cache_pages=settings.history_cache_pages, cache_bytes=settings.history_cache_bytes
     )
     hub = Hub(
-        settings.redis_url,
-        keyspace,
+        broker,
         max_buffer_events=settings.client_buffer_events,
         max_buffer_bytes=settings.client_buffer_bytes,
         flush_interval=settings.flush_interval_ms / 1000,
-        backoff_initial=settings.redis_backoff_initial,
-        backoff_max=settings.redis_backoff_max,
     )
     try:
-        async with (
-            hub,
-            OpenStreams(settings.ping_interval, tcp_nodelay=settings.tcp_nodelay) as streams,
-        ):
+        async with broker.listening(hub), OpenStreams(settings.ping_interval) as streams:
             runtime = Runtime(
                 settings=settings,
-                redis=redis,
+                broker=broker,
                 hub=hub,
                 history=history,
                 streams=streams,
+                responses=StreamResponses(
+                    streams=streams,
+                    fast_path=fast_path,
+                    send_timeout=settings.send_timeout,
+                    tcp_nodelay=settings.tcp_nodelay,
+                    headers=STREAM_HEADERS,
+                ),
                 stream_options=StreamOptions(
                     retry_ms=settings.retry_ms,
                     shutdown_retry_ms=settings.shutdown_retry_ms,
@@ -91,32 +93,18 @@ async def open_runtime(settings: GatewaySettings) -> AsyncIterator[Runtime]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
                 runtime.drain()
+                hub.close()
     finally:
         await history.aclose()
-        await redis.aclose()
+        await broker.aclose()
 
 
 async def _watch_shutdown(runtime: Runtime) -> None:
     """Drain as soon as the server is told to exit (SIGTERM or SIGINT)."""
-    # Both sources are plain flags set from uvicorn's signal handler: there is nothing to await.
+    # The sources are plain flags set from uvicorn's signal handler: there is nothing to await.
     while not server_exiting():  # noqa: ASYNC110
         await asyncio.sleep(SHUTDOWN_POLL)
     runtime.drain()
     # Streams whose client stopped reading cannot take their hint: end them when time is up.
     await asyncio.sleep(runtime.settings.shutdown_grace_period)
     runtime.streams.cancel_all()
-
-
-def server_exiting() -> bool:
-    """Whether uvicorn has been told to exit.
-
-    sse-starlette's ``AppStatus`` flag is set by its patch of uvicorn's ``Server.handle_exit``,
-    which only takes hold when sse-starlette is imported before uvicorn installs its signal
-    handlers. A ``--workers`` child imports the app afterwards, so the flag stays unset there;
-    the server behind the installed SIGTERM handler is asked too (sse-starlette's own watcher
-    does the same, sysid/sse-starlette#132).
-    """
-    if AppStatus.should_exit:
-        return True
-    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
-    return bool(getattr(server, "should_exit", False))

@@ -11,7 +11,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.auth import MIN_HS256_SECRET_BYTES, load_rs256_public_key
-from gateway.cursor import longest_cursor
+from gateway.resume.cursor import longest_cursor
 
 # An origin as browsers send it: scheme://host[:port], no path.
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
@@ -122,6 +122,19 @@ class GatewaySettings(BaseSettings):
     )
     redis_backoff_initial: float = Field(default=0.05, gt=0)
     redis_backoff_max: float = Field(default=2.0, gt=0)
+    fast_path: bool = Field(
+        default=True,
+        description=(
+            "Use uvicorn's and sse-starlette's insides for lighter, cheaper streams (the "
+            "gateway falls back by itself when the installed versions are not the tested "
+            "ones); false: the stock path, ASGI send/receive only."
+        ),
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1,::1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "SSE_FORWARDED_ALLOW_IPS"),
+        description="Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's rules).",
+    )
 
     @field_validator("max_cursor_length")
     @classmethod

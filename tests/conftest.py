@@ -1,4 +1,5 @@
-"""Fixtures: a clean Redis per test, real gateway and producer processes on free ports."""
+"""Fixtures: a clean Redis (or Redis Cluster) per test, real gateway and producer processes
+on free ports."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.support.nginx import NginxProcess
+from tests.support.paths import FAST, StreamPath
 from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProcess
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_server import RedisServer, new_redis_server
 
 
@@ -49,6 +52,20 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[LocalRedisCluster]:
+    """A fresh Redis Cluster on loopback: 3 masters, a replica each, every slot served."""
+    cluster = LocalRedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+        if _failed(request):
+            for node in cluster.nodes:
+                print(f"\n----- cluster node {node.port} log -----\n{node.log()[-2000:]}")
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
 def _processes(request: pytest.FixtureRequest) -> Iterator[list[ManagedProcess]]:
     processes: list[ManagedProcess] = []
     yield processes
@@ -60,8 +77,15 @@ def _processes(request: pytest.FixtureRequest) -> Iterator[list[ManagedProcess]]
 
 
 @pytest.fixture
+def stream_path() -> StreamPath:
+    """How gateways started by ``gateway_factory`` serve streams; test modules that must
+    hold on every path override it with ``tests.support.paths.ALL_PATHS``."""
+    return FAST
+
+
+@pytest.fixture
 def gateway_factory(
-    redis_url: str, _processes: list[ManagedProcess]
+    redis_url: str, _processes: list[ManagedProcess], stream_path: StreamPath
 ) -> Callable[..., GatewayProcess]:
     def start(
         env: dict[str, str] | None = None,
@@ -70,8 +94,17 @@ def gateway_factory(
         port: int | None = None,
         args: list[str] | None = None,
     ) -> GatewayProcess:
-        gateway = GatewayProcess(redis_url, env=env, workers=workers, port=port, args=args)
+        gateway = GatewayProcess(
+            redis_url,
+            env={**stream_path.env, **(env or {})},
+            workers=workers,
+            port=port,
+            args=[*stream_path.args, *(args or [])],
+        )
         _processes.append(gateway)
+        if not stream_path.fast:
+            fast_path = gateway.stats()["fast_path"]
+            assert fast_path == {"active": False, "reason": "turned off by SSE_FAST_PATH=false"}
         return gateway
 
     return start
@@ -102,5 +135,19 @@ def nginx_factory(_processes: list[ManagedProcess]) -> Callable[[list[str]], Ngi
         nginx = NginxProcess(upstreams)
         _processes.append(nginx)
         return nginx
+
+    return start
+
+
+@pytest.fixture
+def cluster_producer_factory(
+    redis_cluster: LocalRedisCluster, _processes: list[ManagedProcess]
+) -> Callable[..., ProducerProcess]:
+    """``python -m producers`` against the cluster (REDIS_URL: every node, unless given)."""
+
+    def start(kind: str, redis_url: str | None = None, **options: Any) -> ProducerProcess:
+        producer = ProducerProcess(redis_url or redis_cluster.url, kind, **options)
+        _processes.append(producer)
+        return producer
 
     return start

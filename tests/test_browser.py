@@ -23,7 +23,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from contract.wire import FIELD_DATA, Keyspace
-from gateway.cursor import parse_stream_id
+from gateway.resume.cursor import parse_stream_id
 from producers.publisher import Publisher
 from tests.support.assertions import (
     assert_cursors_never_move_backwards,

@@ -15,13 +15,13 @@ from hypothesis import strategies as st
 
 from contract.channels import MAX_CHANNEL_LENGTH, is_valid_channel, validate_channel
 from contract.wire import Keyspace
-from gateway.cursor import (
+from gateway.broker import format_stream_id
+from gateway.resume.cursor import (
     EARLIEST,
     LIVE,
     Cursor,
     CursorError,
     format_cursor,
-    format_stream_id,
     longest_cursor,
     parse_cursor,
     parse_stream_id,

@@ -13,9 +13,20 @@ import signal
 import time
 from collections.abc import Callable
 
+import pytest
+
+from tests.support.paths import ALL_PATHS, StreamPath
 from tests.support.processes import GatewayProcess
 from tests.support.raw_streams import RawStream, ensure_open_files, open_many
 from tests.support.sse import Frame
+
+
+@pytest.fixture(params=ALL_PATHS, ids=lambda path: path.name)
+def stream_path(request: pytest.FixtureRequest) -> StreamPath:
+    """Every test here runs on the fast path and on both stock paths."""
+    path: StreamPath = request.param
+    return path
+
 
 STREAMS = 1200
 GRACE_PERIOD = 5.0

@@ -21,15 +21,17 @@ from contract.events import (
     snake_case,
 )
 from contract.wire import InvalidPrefix, Keyspace
-from gateway.cursor import (
+from gateway.broker import Entry
+from gateway.resume.cursor import (
     EARLIEST,
     LIVE,
     CursorError,
+    StreamPositions,
     format_cursor,
     parse_cursor,
     parse_stream_id,
 )
-from gateway.entries import Entry
+from gateway.resume.frames import render, solo_frame
 
 
 def test_event_name_is_the_class_name_in_snake_case() -> None:
@@ -135,8 +137,11 @@ def test_stream_ids_compare_numerically() -> None:
 
 def test_entry_frames_are_built_once_and_split_multiline_data() -> None:
     entry = Entry("echo", b"5-0", b"4-0", b"echo", b'{"a":1}')
-    assert entry.solo_frame() == b'id: echo=5-0\nevent: echo\ndata: {"a":1}\n\n'
-    assert entry.solo_frame() is entry.solo_frame()
-    assert entry.frame(b"echo=5-0,x=1-0") == b'id: echo=5-0,x=1-0\nevent: echo\ndata: {"a":1}\n\n'
+    assert solo_frame(entry) == b'id: echo=5-0\nevent: echo\ndata: {"a":1}\n\n'
+    assert solo_frame(entry) is solo_frame(entry)
+    positions = StreamPositions(["echo", "x"])
+    positions.move(1, b"1-0")
+    assert render(positions, 0, [entry]) == b'id: echo=5-0,x=1-0\nevent: echo\ndata: {"a":1}\n\n'
+    assert positions.text() == b"echo=5-0,x=1-0"
     multi = Entry("echo", b"6-0", b"5-0", b"echo", b"one\r\ntwo\nthree")
-    assert multi.solo_frame().endswith(b"data: one\ndata: two\ndata: three\n\n")
+    assert solo_frame(multi).endswith(b"data: one\ndata: two\ndata: three\n\n")

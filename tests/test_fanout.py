@@ -1,11 +1,11 @@
-"""The fan-out's fast lanes: clients that keep up are written in one loop per flush.
+"""The fan-out's groups: clients that keep up are written in one loop per flush.
 
-Clients on one channel take a seat in its fan-out; clients on several channels at the
-same positions share a lockstep. While there, a client's position lives in the
-fan-out or lockstep, not in its own feed; these
+Clients on the same channels at the same positions join the group of those channels
+(one channel or several). While there, a client's position is the group's; these
 tests check that it is handed back exactly whenever the client's own stream must
 act again: when the gateway closes the stream (the ``reconnect`` frame carries the
-cursor of the last event the client got), and when the client resumes from it.
+cursor of the last event the client got), after a Redis reconnect, and when the
+client resumes from it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,14 @@ def hub_stats(gateway: GatewayProcess) -> dict[str, int]:
     return hub
 
 
+async def wait_grouped(gateway: GatewayProcess, count: int) -> None:
+    """Until ``count`` sinks are written by groups (streams join once their task is idle)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while (grouped := hub_stats(gateway)["grouped"]) != count:
+        assert asyncio.get_running_loop().time() < deadline, f"{grouped} grouped, not {count}"
+        await asyncio.sleep(0.05)
+
+
 async def publish_spaced(redis_url: str, numbers: range) -> None:
     """One event per flush: every client has the chance to take its seat between them."""
     async with Publisher.from_url(redis_url) as publisher:
@@ -64,22 +72,24 @@ async def clients(gateway: GatewayProcess) -> AsyncIterator[tuple[list[SSEStream
         yield solo, multi
 
 
-async def test_clients_in_step_are_seated_and_get_every_event_once(
+async def test_clients_in_step_are_grouped_and_get_every_event_once(
     redis_url: str, gateway: GatewayProcess
 ) -> None:
     async with clients(gateway) as (solo, multi):
-        assert hub_stats(gateway)["seated"] == 0  # nobody is in step before the first event
+        # Live starts are at the channels' tips: in step before the first event.
+        await wait_grouped(gateway, SOLO_CLIENTS + 2)
         await publish_spaced(redis_url, range(EVENTS))
         for stream in [*solo, multi]:
             events = channel_events(await stream.take(EVENTS, timeout=20))
             assert_exactly(messages(events, "echo"), numbered(EVENTS))
         hub = hub_stats(gateway)
-        # The two-channel client is written by a lockstep (its two sinks count as seated).
+        # The two-channel client is written by its own group (both its sinks count).
         assert hub["subscribers"] == SOLO_CLIENTS + 2
-        assert hub["seated"] == SOLO_CLIENTS + 2
+        assert hub["grouped"] == SOLO_CLIENTS + 2
+        assert hub["groups"] == 2
 
 
-async def test_a_seated_client_is_told_its_exact_cursor_when_the_gateway_closes(
+async def test_a_grouped_client_is_told_its_exact_cursor_when_the_gateway_closes(
     redis_url: str, gateway_factory: Callable[..., GatewayProcess]
 ) -> None:
     gateway = gateway_factory(env={"SSE_SHUTDOWN_RETRY_MS": "300"})
@@ -89,7 +99,7 @@ async def test_a_seated_client_is_told_its_exact_cursor_when_the_gateway_closes(
         for stream in solo:
             events = await stream.take(EVENTS, timeout=20)
             last_ids.append(events[-1].id)
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
+        await wait_grouped(gateway, SOLO_CLIENTS + 2)
         gateway.signal(signal.SIGTERM)
         for stream, last_id in zip(solo, last_ids, strict=True):
             goodbye = [f for f in await stream.drain(timeout=20) if f.has_data][-1]
@@ -109,12 +119,12 @@ async def test_a_seated_client_is_told_its_exact_cursor_when_the_gateway_closes(
     assert_exactly(messages(events, "echo"), numbered(5, start=EVENTS))
 
 
-async def test_a_reconnect_to_redis_unseats_every_client_and_loses_nothing(
+async def test_a_reconnect_to_redis_ungroups_every_client_and_loses_nothing(
     redis_url: str, gateway: GatewayProcess, redis_client: Redis
 ) -> None:
     async with clients(gateway) as (solo, multi):
         await publish_spaced(redis_url, range(10))
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
+        await wait_grouped(gateway, SOLO_CLIENTS + 2)
         killed = await redis_client.client_kill_filter(_type="pubsub")
         assert killed == 1
         # Published while the hub reconnects: the clients get it from history.
@@ -122,7 +132,7 @@ async def test_a_reconnect_to_redis_unseats_every_client_and_loses_nothing(
         for stream in [*solo, multi]:
             events = channel_events(await stream.take(EVENTS, timeout=20))
             assert_exactly(messages(events, "echo"), numbered(EVENTS))
-        # Back in step after the backfill: seated again at the next live events (the
+        # Back in step after the backfill: grouped again at the next live events (the
         # two-channel client once both channels have shown their newest id live again).
         async with Publisher.from_url(redis_url) as publisher:
             await publish_numbered(publisher, "elsewhere", [0])
@@ -130,7 +140,7 @@ async def test_a_reconnect_to_redis_unseats_every_client_and_loses_nothing(
         for stream in solo:
             await stream.take(3, timeout=20)
         await multi.take(4, timeout=20)
-        assert hub_stats(gateway)["seated"] == SOLO_CLIENTS + 2
+        await wait_grouped(gateway, SOLO_CLIENTS + 2)
 
 
 async def test_two_channel_clients_in_lockstep_get_both_channels_with_exact_cursors(
@@ -149,7 +159,7 @@ async def test_two_channel_clients_in_lockstep_get_both_channels_with_exact_curs
                 await publish_numbered(publisher, "elsewhere", [number], reverse=True)
                 await asyncio.sleep(0.01)
         received = [await stream.take(2 * EVENTS, timeout=20) for stream in streams]
-        assert hub_stats(gateway)["seated"] == 2 * len(streams)
+        await wait_grouped(gateway, 2 * len(streams))
         for events in received:
             assert_exactly(messages(events, "echo"), numbered(EVENTS))
             assert_exactly(messages(events, "reverse_echo"), numbered(EVENTS))

@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from gateway.forwarded import ForwardedHeaders
+from gateway._fastpath.forwarded import ForwardedHeaders
+from gateway.settings import GatewaySettings
 from tests.support.processes import GatewayProcess
 from tests.support.sse import sse_connect
 
@@ -40,8 +41,10 @@ def test_an_untrusted_peer_cannot_claim_another_address() -> None:
 
 def test_trusted_proxies_come_from_forwarded_allow_ips(monkeypatch: Any) -> None:
     monkeypatch.setenv("FORWARDED_ALLOW_IPS", "10.0.0.1")
+    settings = GatewaySettings()
+    assert settings.forwarded_allow_ips == "10.0.0.1"
     scope = http_scope("127.0.0.1", (b"x-forwarded-for", b"203.0.113.7"))
-    ForwardedHeaders().apply(scope)
+    ForwardedHeaders(settings.forwarded_allow_ips).apply(scope)
     assert scope["client"] == ("127.0.0.1", 50000)
 
 

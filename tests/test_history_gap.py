@@ -8,7 +8,16 @@ import pytest
 
 from producers.publisher import Publisher, Retention
 from tests.support.assertions import channel_events, messages, numbered, publish_numbered
+from tests.support.paths import ALL_PATHS, StreamPath
 from tests.support.sse import sse_connect
+
+
+@pytest.fixture(params=ALL_PATHS, ids=lambda path: path.name)
+def stream_path(request: pytest.FixtureRequest) -> StreamPath:
+    """Every test here runs on the fast path and on both stock paths."""
+    path: StreamPath = request.param
+    return path
+
 
 SMALL = Retention(maxlen=5, exact_trim=True)
 

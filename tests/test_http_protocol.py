@@ -16,9 +16,9 @@ import httptools
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.http_protocol import LeanHttpProtocol, LightEvent, _Pipeline
-from gateway.response import DisconnectWatch
-from gateway.transport import ChunkedTransport
+from gateway._fastpath.disconnect import CycleWatch
+from gateway._fastpath.protocol import LeanHttpProtocol, LightEvent, _Pipeline
+from gateway._fastpath.transport import ChunkedTransport
 from tests.support.ports import free_port, wait_for_port
 
 
@@ -96,7 +96,8 @@ class _Cycle:
 async def test_disconnect_watch_on_a_light_event_needs_no_receive_coroutine() -> None:
     cycle = _Cycle()
     left: list[bool] = []
-    watch = DisconnectWatch(cycle.receive, lambda: left.append(True))
+    watch = CycleWatch.of(cycle.receive, lambda: left.append(True))
+    assert watch is not None
     watch.start()
     assert not cycle.message_event.is_set()  # the request was taken, as receive() does
     assert cycle.flow.resumed == 2
@@ -113,7 +114,8 @@ async def test_disconnect_watch_on_a_light_event_needs_no_receive_coroutine() ->
 async def test_a_stopped_disconnect_watch_stays_quiet() -> None:
     cycle = _Cycle()
     left: list[Any] = []
-    watch = DisconnectWatch(cycle.receive, lambda: left.append(True))
+    watch = CycleWatch.of(cycle.receive, lambda: left.append(True))
+    assert watch is not None
     watch.start()
     watch.stop()
     cycle.disconnected = True

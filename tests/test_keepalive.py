@@ -1,6 +1,6 @@
 """Keep-alive: an idle stream gets a ping comment every interval; a busy one needs none.
 
-Pings come from one task per process (``gateway.streams.OpenStreams``) rather than a
+Pings come from one task per process (``gateway.sse.open_streams.OpenStreams``) rather than a
 task per stream, in sse-starlette's format (``: ping - <UTC time>``).
 """
 

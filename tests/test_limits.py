@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from contract.events import Echo, EchoPayload
-from gateway.cursor import longest_cursor
+from gateway.resume.cursor import longest_cursor
 from gateway.settings import GatewaySettings
 from producers.publisher import Publisher
 from tests.support.assertions import messages, numbered, publish_numbered

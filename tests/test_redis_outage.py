@@ -99,9 +99,9 @@ async def wait_ready_status(gateway: GatewayProcess, status: int, timeout: float
         await asyncio.sleep(0.05)
 
 
-async def hub_stats(gateway: GatewayProcess) -> dict[str, Any]:
-    hub: dict[str, Any] = (await get_json(f"{gateway.base_url}/stats"))[1]["hub"]
-    return hub
+async def redis_stats(gateway: GatewayProcess) -> dict[str, Any]:
+    redis: dict[str, Any] = (await get_json(f"{gateway.base_url}/stats"))[1]["redis"]
+    return redis
 
 
 async def publish_until(publisher: Publisher, stop: asyncio.Event) -> int:
@@ -128,11 +128,11 @@ async def kill_pubsub_connection(redis_server: RedisServer, gateway: GatewayProc
     """CLIENT KILL the gateway's pub/sub connection, three times, while events flow."""
     async with Redis.from_url(redis_server.url) as redis:
         for _ in range(3):
-            before = (await hub_stats(gateway))["reconnects"]
+            before = (await redis_stats(gateway))["reconnects"]
             killed = await redis.client_kill_filter(_type="pubsub")
             assert killed == 1, f"expected the gateway's one pub/sub connection, killed {killed}"
             deadline = time.monotonic() + 15
-            while (stats := await hub_stats(gateway))["reconnects"] == before or not stats[
+            while (stats := await redis_stats(gateway))["reconnects"] == before or not stats[
                 "connected"
             ]:
                 assert time.monotonic() < deadline, "the hub did not reconnect"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from producers.publisher import Publisher
 from tests.support.assertions import (
     assert_cursors_never_move_backwards,
@@ -13,7 +15,15 @@ from tests.support.assertions import (
     numbered,
     publish_numbered,
 )
+from tests.support.paths import ALL_PATHS, StreamPath
 from tests.support.sse import sse_connect
+
+
+@pytest.fixture(params=ALL_PATHS, ids=lambda path: path.name)
+def stream_path(request: pytest.FixtureRequest) -> StreamPath:
+    """Every test here runs on the fast path and on both stock paths."""
+    path: StreamPath = request.param
+    return path
 
 
 async def test_resume_one_channel_gets_the_missed_events_then_live(redis_url: str, gateway) -> None:

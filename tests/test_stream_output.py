@@ -13,7 +13,7 @@ import pytest
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message
 
-from gateway.output import StreamOutput
+from gateway.sse.output import StreamOutput
 
 
 class Client:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Protocol
 
 from contract.events import Echo, EchoPayload, ReverseEcho
-from gateway.cursor import parse_stream_id
+from gateway.resume.cursor import parse_stream_id
 from producers.publisher import Publisher
 
 

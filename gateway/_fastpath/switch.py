@@ -1,0 +1,102 @@
+"""``FastPath``: the one switch between the fast path and the stock path.
+
+On the fast path a stream's bytes go straight to uvicorn's transport, its
+client's departure is noticed from uvicorn's request cycle, its connection
+drops the request parser once the stream runs, trusted proxies' headers are
+applied without a middleware frame, and sse-starlette's response attributes are
+built once per process. On the stock path the same streams use only ASGI
+``send``/``receive``, uvicorn's own protocol and proxy-headers middleware, and
+sse-starlette's constructor: slower and heavier per stream, the same bytes.
+
+The fast path is on when the settings ask for it (``SSE_FAST_PATH``, default
+on) and the installed versions pass ``compat``'s check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from starlette.types import Receive, Send
+
+from gateway._fastpath.compat import UNUSABLE_REASON
+
+if TYPE_CHECKING:
+    from sse_starlette import EventSourceResponse
+
+    from gateway._fastpath.disconnect import CycleWatch
+    from gateway._fastpath.forwarded import ForwardedHeaders
+    from gateway._fastpath.response_template import ResponseTemplate
+    from gateway._fastpath.transport import ChunkedTransport
+
+OFF_BY_SETTING = "turned off by SSE_FAST_PATH=false"
+
+
+class FastPath:
+    """What this process may use of uvicorn's and sse-starlette's insides."""
+
+    def __init__(self, enabled: bool, *, trusted_proxies: str | list[str]) -> None:
+        self.reason: str | None = UNUSABLE_REASON if enabled else OFF_BY_SETTING
+        """Why the fast path is off; None when it is on."""
+        self.forwarded: ForwardedHeaders | None = None
+        """Applies trusted proxies' headers in the app (uvicorn's own middleware is off)."""
+        self._http_protocol: type[asyncio.Protocol] | None = None
+        self._chunked: type[ChunkedTransport] | None = None
+        self._cycle_watch: type[CycleWatch] | None = None
+        if self.reason is None:
+            # Imported only when usable: they subclass and import uvicorn's httptools classes.
+            from gateway._fastpath.disconnect import CycleWatch
+            from gateway._fastpath.forwarded import ForwardedHeaders
+            from gateway._fastpath.protocol import LeanHttpProtocol
+            from gateway._fastpath.transport import ChunkedTransport
+
+            self.forwarded = ForwardedHeaders(trusted_proxies)
+            self._http_protocol = LeanHttpProtocol
+            self._chunked = ChunkedTransport
+            self._cycle_watch = CycleWatch
+
+    @property
+    def active(self) -> bool:
+        return self.reason is None
+
+    @property
+    def http_protocol(self) -> type[asyncio.Protocol] | None:
+        """The uvicorn ``http`` protocol class to run (None: uvicorn's own choice)."""
+        return self._http_protocol
+
+    def direct_writes(self, send: Send, *, coalesce: bool) -> ChunkedTransport | None:
+        """Direct writes to the transport behind a started stream's ``send``, if possible.
+
+        The connection stops reading requests (the response is endless) and, with
+        ``coalesce``, leaves Nagle's algorithm on for its socket."""
+        chunked = self._chunked
+        if chunked is None:
+            return None
+        direct = chunked.of(send)
+        if direct is not None:
+            direct.last_on_connection()
+            if coalesce:
+                direct.coalesce_writes()
+        return direct
+
+    def watch_disconnect(
+        self, receive: Receive, on_disconnect: Callable[[], None]
+    ) -> CycleWatch | None:
+        """A started ``CycleWatch`` on ``receive``'s request cycle, or None (watch ``receive``)."""
+        watch_class = self._cycle_watch
+        if watch_class is None:
+            return None
+        watch = watch_class.of(receive, on_disconnect)
+        if watch is not None:
+            watch.start()
+        return watch
+
+    def response_template(self, prototype: EventSourceResponse) -> ResponseTemplate | None:
+        """What sse-starlette's constructor gave ``prototype``, to copy into every response
+        built with the same arguments; None on the stock path (construct each one)."""
+        if self.reason is not None:
+            return None
+        from gateway._fastpath.response_template import ResponseTemplate
+
+        return ResponseTemplate(prototype)

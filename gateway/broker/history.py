@@ -1,0 +1,84 @@
+"""History reads shared between clients, over any ``Broker``.
+
+Concurrent identical reads share one round trip to Redis, and full pages
+anchored on an id (which can never change) are kept in a small LRU for
+clients resuming alike: ten thousand clients resuming from the same place cost
+one read per page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+
+from gateway.broker.interface import Broker, Page
+
+PageKey = tuple[str, bytes | None, int]
+
+ENTRY_OVERHEAD = 256
+"""Rough bytes of an ``Entry`` object beside its payload and frame."""
+
+
+class HistoryReader:
+    """Reads history pages through a broker; owns the tasks of reads shared between clients."""
+
+    def __init__(self, broker: Broker, *, cache_pages: int, cache_bytes: int) -> None:
+        self._broker = broker
+        self._cache: OrderedDict[PageKey, tuple[Page, int]] = OrderedDict()
+        self._cache_pages = cache_pages
+        self._cache_bytes = cache_bytes
+        self._cached_bytes = 0
+        self._inflight: dict[PageKey, asyncio.Task[Page]] = {}
+        self.redis_reads = 0
+        self.cache_hits = 0
+
+    async def tip(self, channel: str) -> bytes:
+        """The last id ever generated in ``channel`` (``0-0`` if it has none)."""
+        return (await self.read_after(channel, None, 0)).tip
+
+    async def read_after(self, channel: str, after: bytes | None, count: int) -> Page:
+        """Up to ``count`` entries after ``after`` (``None``: from the earliest retained)."""
+        key: PageKey = (channel, after, count)
+        cached = self._cache.get(key)
+        if cached is not None:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            return cached[0]
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read(key), name=f"history-{channel}")
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        # Shielded: one client leaving must not cancel a read others wait for.
+        return await asyncio.shield(task)
+
+    async def _read(self, key: PageKey) -> Page:
+        channel, after, count = key
+        self.redis_reads += 1
+        page = await self._broker.read_page(channel, after, count)
+        # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.
+        if after is not None and count and len(page.entries) == count and self._cache_pages:
+            self._remember(key, page)
+        return page
+
+    def _remember(self, key: PageKey, page: Page) -> None:
+        # Bounded in bytes as well as pages: pages of large events would otherwise pin
+        # page_size * cache_pages payloads (and their frames) in memory.
+        size = sum(2 * len(entry.data) + ENTRY_OVERHEAD for entry in page.entries)
+        if size > self._cache_bytes or key in self._cache:
+            return
+        self._cache[key] = (page, size)
+        self._cached_bytes += size
+        while len(self._cache) > self._cache_pages or self._cached_bytes > self._cache_bytes:
+            _, (_, evicted) = self._cache.popitem(last=False)
+            self._cached_bytes -= evicted
+
+    async def aclose(self) -> None:
+        """Cancel and await reads still in flight."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task

@@ -1,0 +1,88 @@
+"""The broker seam: what the rest of the gateway needs from Redis, whatever its shape.
+
+A ``Broker`` carries two flows. The live flow: channels are subscribed and
+unsubscribed by name, and every entry published on a subscribed channel is
+handed to one ``BrokerListener`` (the hub), together with the changes of the
+flow's state: a subscription confirmed, the flow interrupted for some channels,
+the flow back (entries may have been missed meanwhile). History: a page of a
+channel's entries after a position, with the channel's tip, read atomically.
+
+``RedisBroker`` (``gateway.broker.standalone``) implements it on one Redis
+server; a cluster broker implements it again with one connection per shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.broker.entry import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Entries after a position, and the channel's tip (its last id ever) when they were read."""
+
+    tip: bytes
+    entries: tuple[Entry, ...]
+
+
+class BrokerListener(Protocol):
+    """Told, in order, everything that happens to the live flow (the hub)."""
+
+    def live_entry(self, entry: Entry) -> None:
+        """An entry published on a subscribed channel."""
+        ...
+
+    def subscribed(self, channel: str) -> None:
+        """Redis confirmed the subscription: every entry published from now on arrives."""
+        ...
+
+    def interrupted(self, channels: Collection[str]) -> None:
+        """The live flow of these channels stopped (a connection was lost)."""
+        ...
+
+    def resumed(self, channels: Collection[str]) -> None:
+        """The live flow of these channels is back; entries published meanwhile did not arrive."""
+        ...
+
+
+class Broker(Protocol):
+    """Redis as the gateway uses it: the live flow of subscribed channels and their history."""
+
+    def listening(self, listener: BrokerListener) -> AbstractAsyncContextManager[None]:
+        """Run the live flow into ``listener`` until the block ends (connects, reconnects)."""
+        ...
+
+    async def subscribe(self, channel: str) -> None:
+        """Start the live flow of ``channel``; ``BrokerListener.subscribed`` confirms it."""
+        ...
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop the live flow of ``channel``."""
+        ...
+
+    async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
+        """Up to ``count`` entries after ``after`` (None: from the earliest retained).
+
+        Waits through outages (retrying with backoff) rather than failing the caller."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if Redis answers now; raise otherwise (readiness)."""
+        ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the live flow is up for every subscribed channel."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and connection state, for ``/stats``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        ...

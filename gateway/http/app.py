@@ -1,0 +1,112 @@
+"""The FastAPI application: ``create_app(settings)`` and its lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway._fastpath import FastPath
+from gateway.auth import TokenVerifier, load_rs256_public_key
+from gateway.http.admission import StreamAdmission
+from gateway.http.api_docs import install_api_docs
+from gateway.http.cors import install_cors, with_cors
+from gateway.http.error_responses import install_error_handlers
+from gateway.http.routes import router
+from gateway.http.stream_route import STREAM_PATH, StreamRoute
+from gateway.runtime import open_runtime
+from gateway.settings import GatewaySettings
+from gateway.sse import SERVER_SEND
+
+if TYPE_CHECKING:
+    from gateway._fastpath.forwarded import ForwardedHeaders
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI that hands ``GET /sse`` to ``stream_entry`` before its middleware stack.
+
+    On the fast path it applies trusted proxies' forwarded headers itself (``python
+    -m gateway`` then runs uvicorn without its middleware for them, which would stay
+    on every stream's stack). It notes the server's own ``send`` in the scope for
+    ``StreamResponse``.
+    """
+
+    stream_entry: ASGIApp | None = None
+    forwarded: ForwardedHeaders | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.forwarded is not None and scope["type"] != "lifespan":
+            self.forwarded.apply(scope)
+        scope[SERVER_SEND] = send
+        if (
+            self.stream_entry is not None
+            and scope["type"] == "http"
+            and scope["path"] == STREAM_PATH
+            and scope["method"] == "GET"
+        ):
+            scope["app"] = self  # what Starlette sets: the route reads app.state
+            await self.stream_entry(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
+    """The verifier the settings configure, or None when auth is off."""
+    keys: dict[str, Any] = {}
+    if settings.auth_hs256_secret is not None:
+        keys["HS256"] = settings.auth_hs256_secret.get_secret_value().encode()
+    if settings.auth_rs256_public_key is not None:
+        keys["RS256"] = load_rs256_public_key(settings.auth_rs256_public_key)
+    if not keys:
+        return None
+    return TokenVerifier(
+        keys,
+        audience=settings.auth_audience,
+        issuer=settings.auth_issuer,
+        claim=settings.auth_channels_claim,
+        cookie=settings.auth_cookie,
+    )
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    """Build the app; Redis and the hub are opened by the lifespan, not at import."""
+    settings = settings or GatewaySettings()
+    fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
+    if settings.fast_path and fast_path.reason is not None:
+        log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, fast_path) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = GatewayApp(
+        title="redis-sse-gateway",
+        summary="Typed events from Redis as resumable Server-Sent Events.",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves it without a CDN
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.fast_path = fast_path
+    app.forwarded = fast_path.forwarded
+    # Built here, not per request: a bad key fails the start, not the first subscriber.
+    app.state.auth = token_verifier(settings)
+    install_error_handlers(app)
+    install_cors(app, settings)  # for every other route, and preflights of /sse
+    # CORS outermost, so that refusals carry CORS headers too.
+    app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
+    app.include_router(router)
+    install_api_docs(app)
+    # The demo page's script and style (the page itself is routes.demo_page).
+    app.mount("/static", StaticFiles(packages=[("gateway.http", "static")]), name="static")
+    return app

@@ -1,0 +1,163 @@
+"""``GET /sse``: a request's parameters checked and turned into a stream.
+
+``open_stream`` is the route's body: channels, auth and the resume cursor
+checked, a ``Subscription`` built and wrapped in its response. It is
+synchronous, so that ``StreamRoute`` can call it without a coroutine of its own.
+
+A stream's request handler stays on the stack for as long as the stream is
+open, and so does every middleware around it. Through FastAPI that is the
+router, the route's parameter solving, its exception wrappers, three
+``AsyncExitStack``s and Starlette's middleware stack (error, telemetry and body
+limit layers): several KB per idle stream, and most of the CPU it takes to open
+one. ``GatewayApp`` hands ``GET /sse`` to ``StreamRoute`` (which admits it,
+behind CORS when configured) before any of that; ``StreamRoute`` reads the
+query and headers the way FastAPI would for the route's parameters and calls
+``open_stream`` itself. The FastAPI route (``gateway.http.routes``) stays
+registered: it documents the endpoint in OpenAPI and answers other methods.
+
+An unexpected exception reaches uvicorn, which logs it and answers 500 as
+Starlette's error middleware would.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi import Request
+from starlette.types import Receive, Scope, Send
+
+from contract.channels import InvalidChannelName, validate_channel
+from contract.events import BaseEvent
+from gateway.auth import TokenVerifier
+from gateway.errors import (
+    GatewayError,
+    InvalidChannel,
+    NoChannels,
+    RepeatedParameter,
+    TooManyChannels,
+)
+from gateway.http.admission import StreamAdmission
+from gateway.http.error_responses import error_response
+from gateway.resume import (
+    CursorError,
+    Subscription,
+    cursor_invalid_notice,
+    parse_cursor,
+    printable_prefix,
+)
+from gateway.runtime import Runtime
+from gateway.sse import StreamResponse
+
+STREAM_PATH = "/sse"
+
+
+def validate_channels(
+    raw: list[str], max_channels: int, pattern: re.Pattern[str] | None = None
+) -> list[str]:
+    """Deduplicated, sorted, validated channel names (sorted keeps cursors canonical)."""
+    if not raw:
+        raise NoChannels(
+            "no channel given",
+            "name one or more channels: /sse?channel=echo&channel=reverse_echo",
+        )
+    channels = sorted(set(raw))
+    if len(channels) > max_channels:
+        raise TooManyChannels(
+            f"{len(channels)} channels requested, at most {max_channels} are allowed per stream",
+            "open several streams, or raise SSE_MAX_CHANNELS",
+        )
+    for name in channels:
+        try:
+            validate_channel(name)
+        except InvalidChannelName as exc:
+            raise InvalidChannel(
+                str(exc), "channel names are 1-64 of A-Z a-z 0-9 _ - . :"
+            ) from None
+        if pattern is not None and pattern.fullmatch(name) is None:
+            raise InvalidChannel(
+                f"channel {name!r} is not served here: names must match {pattern.pattern!r}",
+                "subscribe to a channel this gateway serves (SSE_CHANNEL_PATTERN)",
+            )
+    return channels
+
+
+def reject_repeats(request: Request, *names: str) -> None:
+    """400 for a single-valued query parameter given twice (FastAPI would keep the last)."""
+    for name in names:
+        count = len(request.query_params.getlist(name))
+        if count > 1:
+            raise RepeatedParameter(
+                f"query parameter {name!r} is given {count} times", f"give {name} once"
+            )
+
+
+def open_stream(
+    request: Request,
+    channel: list[str],
+    last_event_id: str | None,
+    last_event_id_header: str | None,
+    token: str | None,
+) -> StreamResponse:
+    """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request."""
+    runtime: Runtime = request.app.state.runtime
+    settings = runtime.settings
+    reject_repeats(request, "last_event_id", "token")
+    channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
+    auth: TokenVerifier | None = request.app.state.auth
+    if auth is not None:
+        auth.authorize(request, token, channels)
+    raw_cursor = last_event_id_header if last_event_id_header is not None else last_event_id
+    notices: list[BaseEvent[Any]] = []
+    try:
+        cursor = parse_cursor(raw_cursor, max_length=settings.max_cursor_length)
+    except CursorError as exc:
+        # A 4xx would make EventSource give up for good: open live and say why instead.
+        cursor = parse_cursor(None, max_length=settings.max_cursor_length)
+        notices.append(cursor_invalid_notice(exc.reason, printable_prefix(raw_cursor or "")))
+    subscription = Subscription(
+        channels,
+        cursor,
+        notices=notices,
+        hub=runtime.hub,
+        history=runtime.history,
+        options=runtime.stream_options,
+    )
+    return runtime.responses.open(subscription)
+
+
+class StreamRoute:
+    """The ASGI app of ``GET /sse``: the route's function, called directly.
+
+    ``__call__`` is not a coroutine function: it admits and builds the stream
+    synchronously and returns the response's own coroutine, so that no frame of
+    this route stays on the stack while the stream is open.
+    """
+
+    def __init__(self, admission: StreamAdmission) -> None:
+        self.admission = admission
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        try:
+            self.admission.admit()
+        except GatewayError as exc:
+            return error_response(exc)(scope, receive, send)
+        try:
+            request = Request(scope, receive, send)
+            query = request.query_params
+            response = open_stream(
+                request,
+                channel=query.getlist("channel"),
+                last_event_id=query.get("last_event_id"),  # the last one, as FastAPI takes
+                last_event_id_header=request.headers.get("last-event-id"),
+                token=query.get("token"),
+            )
+        except GatewayError as exc:
+            self.admission.release()
+            return error_response(exc)(scope, receive, send)
+        except BaseException:
+            self.admission.release()
+            raise
+        response.on_end = self.admission.release
+        return response(scope, receive, send)

@@ -1,0 +1,184 @@
+"""A client's subscription: its channel feeds merged into one stream of SSE bytes.
+
+Per channel a ``ChannelFeed`` (replay, then live); several feeds are merged with
+``aiostream.stream.merge``, and a single feed needs no merging (which saves the
+merge's task per channel on the most common subscription). The stream's task
+renders what the feeds yield (``frames.render``) and writes it: the opening,
+history, gaps, live entries that queued up while it lagged, the closing hint.
+
+Live entries take a shorter way while the stream keeps up. When every feed of
+the stream waits on its sink with nothing buffered, its output can take a write
+now, and its positions are the channels' flushed ids, the stream joins the
+fan-out group of its channels (``Hub.join``): the hub's flush then writes it
+with every other stream at those positions, bytes rendered and framed once,
+and the stream's task sleeps. The group hands the stream back
+(``released``) with its positions as soon as its task must act again.
+
+``StreamPositions`` is the one owner of the stream's position in each channel:
+the feeds read it, the frames loop and a group that releases the stream move it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiostream import stream
+
+from contract.events import BaseEvent
+from gateway.broker import HistoryReader
+from gateway.fanout import ChannelSink, Group, Hub, Renderer, SinkClosed, Snapshot
+from gateway.resume import frames
+from gateway.resume.cursor import Cursor, StreamPositions
+from gateway.resume.feed import ChannelFeed
+from gateway.sse import StreamOutput
+
+log = logging.getLogger(__name__)
+
+QUIET_ENDS = frozenset({"disconnect", "write_failed"})
+"""Reasons to end a stream that nobody can be told about."""
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    retry_ms: int
+    shutdown_retry_ms: int
+    page_size: int
+
+
+class Subscription:
+    """One SSE stream's channels, from the opening cursor to the end of the connection."""
+
+    __slots__ = (
+        "_channels",
+        "_ended",
+        "_group",
+        "_notices",
+        "_options",
+        "_output",
+        "_sinks",
+        "_start",
+        "history",
+        "hub",
+        "positions",
+    )
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        start: Cursor,
+        *,
+        notices: Sequence[BaseEvent[Any]],
+        hub: Hub,
+        history: HistoryReader,
+        options: StreamOptions,
+    ) -> None:
+        self._channels = tuple(channels)
+        self._start = start
+        self._notices = notices
+        self.hub = hub
+        self.history = history
+        self._options = options
+        self.positions = StreamPositions(channels)
+        self._sinks: list[ChannelSink] = []
+        self._output: StreamOutput | None = None
+        self._group: Group | None = None
+        self._ended: str | None = None
+
+    @property
+    def page_size(self) -> int:
+        return self._options.page_size
+
+    def end(self, reason: str) -> None:
+        """End the stream at its next step, without a closing hint (nobody would read it)."""
+        if self._ended is None:
+            self._ended = reason
+        self._leave_group()
+        for sink in self._sinks:
+            sink.close(reason)
+
+    # -- fan-out group membership ----------------------------------------------
+
+    def idle(self) -> None:
+        """A feed is about to wait on its sink: join the group of the channels if in step."""
+        output = self._output
+        if (
+            self._group is None
+            and self._ended is None
+            and output is not None
+            and output.ready
+            and all(sink.idle for sink in self._sinks)
+        ):
+            self._group = self.hub.join(
+                self,
+                self._channels,
+                self.positions.snapshot(),
+                output,
+                self._sinks,
+                self._group_frames,
+            )
+
+    def _group_frames(self) -> Renderer:
+        return frames.GroupFrames(self.positions.copy())
+
+    def released(self, positions: Snapshot) -> None:
+        """The group hands the stream back: it was written up to ``positions``."""
+        self._group = None
+        self.positions.restore(positions)
+
+    def _leave_group(self) -> None:
+        group = self._group
+        if group is not None:
+            group.release(self)
+
+    # -- the stream's task -----------------------------------------------------
+
+    async def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
+        """The bytes the stream's task writes; live chunks may reach ``output`` directly."""
+        hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
+        try:
+            for channel in self._channels:
+                sinks.append(await hub.attach(channel))
+            if self._ended is not None:
+                return  # the client left while we subscribed
+            start = self._start
+            feeds = [
+                ChannelFeed(self, index, sink, start.position(sink.channel))
+                for index, sink in enumerate(sinks)
+            ]
+            for feed in feeds:
+                await feed.open()
+            yield frames.opening(positions, options.retry_ms, self._notices)
+            self._output = output
+            try:
+                if len(feeds) == 1:
+                    # A single feed needs no merge; no context-manager objects either, as
+                    # this frame stays alive for the whole stream.
+                    items_stream = feeds[0].items()
+                    try:
+                        async for items in items_stream:
+                            yield frames.render(positions, 0, items)
+                    finally:
+                        await items_stream.aclose()
+                else:
+                    index = self._channels.index
+                    async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
+                        async for items in merged:
+                            # A feed yields items of its own channel only.
+                            yield frames.render(positions, index(items[0].channel), items)
+            except SinkClosed as closed:
+                self._leave_group()
+                if closed.reason in QUIET_ENDS:
+                    return
+                retry = (
+                    options.shutdown_retry_ms if closed.reason == "shutdown" else options.retry_ms
+                )
+                log.info("closing stream on %s (%s)", ",".join(self._channels), closed.reason)
+                yield frames.closing(positions, closed.reason, retry)
+        finally:
+            self._output = None
+            self._leave_group()
+            for sink in sinks:
+                await hub.detach(sink)

@@ -1,0 +1,15 @@
+"""The SSE response on the wire: one task per stream, ordered writes, keep-alive, shutdown."""
+
+from gateway.sse.open_streams import OpenStreams
+from gateway.sse.output import SharedChunk, StreamOutput
+from gateway.sse.response import SERVER_SEND, FrameSource, StreamResponse, StreamResponses
+
+__all__ = [
+    "SERVER_SEND",
+    "FrameSource",
+    "OpenStreams",
+    "SharedChunk",
+    "StreamOutput",
+    "StreamResponse",
+    "StreamResponses",
+]

@@ -1,0 +1,83 @@
+"""The open streams of a gateway process: counted, kept alive, and ended at shutdown.
+
+sse-starlette runs a ping task per stream; here one task pings every stream that
+wrote nothing during the last interval, with one shared comment per round.
+When the shutdown grace period is over, streams still open (a client that stopped
+reading during the drain) are cancelled, as sse-starlette's task group does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from gateway.sse.output import StreamOutput
+
+log = logging.getLogger(__name__)
+
+PINGS_PER_TURN = 512
+"""Pings written before the event loop gets a turn: a round never stalls live delivery long."""
+
+
+def ping_comment() -> bytes:
+    """sse-starlette's keep-alive comment: ``: ping - <UTC time>``."""
+    return b": ping - %s\r\n\r\n" % str(datetime.now(UTC)).encode()
+
+
+class OpenStreams:
+    """Every open stream's output and task, for /stats, keep-alive pings and forced ends."""
+
+    def __init__(self, ping_interval: float) -> None:
+        self.ping_interval = ping_interval
+        self.open = 0
+        self.total = 0
+        self._tasks: dict[StreamOutput, asyncio.Task[object]] = {}
+        self._forced: set[StreamOutput] = set()
+        self._pinger: asyncio.Task[None] | None = None
+
+    def add(self, output: StreamOutput, task: asyncio.Task[object]) -> None:
+        self.open += 1
+        self.total += 1
+        self._tasks[output] = task
+
+    def discard(self, output: StreamOutput) -> None:
+        if self._tasks.pop(output, None) is not None:
+            self.open -= 1
+        self._forced.discard(output)
+
+    def was_forced(self, output: StreamOutput) -> bool:
+        """Whether ``cancel_all`` ended this stream (its cancellation is not an error)."""
+        return output in self._forced
+
+    def cancel_all(self) -> None:
+        """End every stream still open now (the shutdown grace period is over)."""
+        if self._tasks:
+            log.warning("ending %d streams still open after the grace period", len(self._tasks))
+        for output, task in list(self._tasks.items()):
+            self._forced.add(output)
+            task.cancel()
+
+    async def __aenter__(self) -> OpenStreams:
+        self._pinger = asyncio.create_task(self._ping_forever(), name="keep-alive")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+
+    async def _ping_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            comment = ping_comment()
+            for n, output in enumerate(list(self._tasks)):
+                if output.wrote:
+                    output.wrote = False  # active this round: no ping needed
+                else:
+                    output.write_now(comment)  # refused while a write is in flight: not idle
+                    output.wrote = False
+                if n % PINGS_PER_TURN == PINGS_PER_TURN - 1:
+                    await asyncio.sleep(0)

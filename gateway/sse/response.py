@@ -1,0 +1,200 @@
+"""The SSE response: sse-starlette's ``EventSourceResponse`` with one task per stream.
+
+sse-starlette runs four tasks per stream in an anyio task group (the body, a
+ping loop, a disconnect listener and a shutdown listener) beside the server's
+own task: about 50 KB and a cancel scope per send for every stream. A
+``StreamResponse`` keeps what they do and runs the body in the server's task:
+
+- pings: ``OpenStreams`` pings every idle stream from one task;
+- disconnect detection: ``DisconnectWatch`` drives ``receive()`` from future
+  callbacks, not a task (on the fast path, the request cycle calls back);
+- send timeout: ``StreamOutput`` bounds every write that has to wait;
+- shutdown: the hub closes every stream with a retry hint (``Runtime.drain``), and
+  ``OpenStreams.cancel_all`` ends what is left when the grace period is over.
+
+HEAD and websocket scopes go to sse-starlette unchanged; headers, media type and
+``SendTimeoutError`` are its own. ``StreamResponses`` builds the responses of
+one app, with the fast path's pieces when it is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
+
+from sse_starlette import EventSourceResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway._fastpath import FastPath
+from gateway.sse.disconnect import DisconnectWatch, Watch
+from gateway.sse.open_streams import OpenStreams
+from gateway.sse.output import StreamOutput
+
+SERVER_SEND = "gateway.server_send"
+"""Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
+
+Every middleware between the app and the route wraps ``send`` to watch
+``http.response.start``; body chunks of a started stream need none of them, and
+each layer costs a coroutine per delivery. Without the key, ``send`` is used."""
+
+
+class FrameSource(Protocol):
+    """What a stream sends: its frames, and a way to end it early."""
+
+    def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
+        """The bytes the stream's task writes; live frames may go through ``output`` directly."""
+        ...
+
+    def end(self, reason: str) -> None:
+        """Stop the stream soon (the client left, or a write failed)."""
+        ...
+
+
+class _NoBody:
+    """Stands in for sse-starlette's body iterator: the frames need the output first."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        raise RuntimeError("StreamResponse makes its body per call")
+
+
+_END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+class StreamResponses:
+    """Makes the stream responses of one app: the same headers, timeouts and path for all."""
+
+    def __init__(
+        self,
+        *,
+        streams: OpenStreams,
+        fast_path: FastPath,
+        send_timeout: float | None,
+        tcp_nodelay: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.streams = streams
+        self.fast_path = fast_path
+        self.send_timeout = send_timeout
+        self.coalesce_writes = not tcp_nodelay
+        """Leave Nagle's algorithm on for streams' sockets (fast path only)."""
+        self.headers = headers
+        prototype = EventSourceResponse(
+            _NoBody(), headers=headers, ping=streams.ping_interval, send_timeout=send_timeout
+        )
+        self.template = fast_path.response_template(prototype)
+
+    def open(self, source: FrameSource) -> StreamResponse:
+        return StreamResponse(source, self)
+
+
+class _StreamEnds:
+    """What ends a stream early, as callbacks: one small object, not two closures."""
+
+    __slots__ = ("_output", "_source")
+
+    def __init__(self, output: StreamOutput, source: FrameSource) -> None:
+        self._output = output
+        self._source = source
+
+    def client_left(self) -> None:
+        self._output.disconnected = True
+        self._source.end("disconnect")
+
+    def write_failed(self) -> None:
+        self._source.end("write_failed")
+
+
+class StreamResponse(EventSourceResponse):
+    """An endless SSE response over a ``FrameSource``, in the server's task alone."""
+
+    def __init__(
+        self,
+        source: FrameSource,
+        responses: StreamResponses,
+        status_code: int = 200,  # FastAPI's OpenAPI reads the default from this signature
+    ) -> None:
+        template = responses.template
+        if template is not None:
+            template.fill(self)
+        else:
+            super().__init__(
+                _NoBody(),
+                status_code=status_code,
+                headers=responses.headers,
+                ping=responses.streams.ping_interval,
+                send_timeout=responses.send_timeout,
+            )
+        self._source = source
+        self._responses = responses
+        self.on_end: Callable[[], None] | None = None
+        """Called once when the response ends, however it ends (admission's release)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        on_end = self.on_end
+        try:
+            if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+                await super().__call__(scope, receive, send)
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            responses = self._responses
+            fast_path = responses.fast_path
+            server_send = scope.get(SERVER_SEND, send)
+            direct = fast_path.direct_writes(server_send, coalesce=responses.coalesce_writes)
+            # The request's headers have been read (auth, cursor, CORS, access log): a
+            # browser's dozen headers and cookies need not live as long as the stream.
+            request_headers = scope.get("headers")
+            if isinstance(request_headers, list):
+                request_headers.clear()  # in place: uvicorn's protocol holds the same list
+            output = StreamOutput(server_send, self.send_timeout, direct)
+            source, streams, background = self._source, responses.streams, self.background
+            ends = _StreamEnds(output, source)
+            output.on_failure = ends.write_failed
+            # This frame stays alive as long as the stream; the response object (its
+            # headers and settings, several hundred bytes) is not needed any more.
+            del self, responses
+            streams.add(output, task)
+            watch: Watch | None = fast_path.watch_disconnect(receive, ends.client_left)
+            if watch is None:
+                generic = watch = DisconnectWatch(receive, ends.client_left)
+                generic.start()
+            try:
+                frames = source.frames(output)
+                try:  # contextlib.aclosing, without an object kept for the stream's lifetime
+                    async for chunk in frames:
+                        await output.write(chunk)
+                        if output.disconnected:
+                            break
+                finally:
+                    await frames.aclose()
+                if output.error is not None:
+                    raise output.error  # a stalled client: no end-of-body write could reach it
+                if not output.disconnected:
+                    await send(_END_OF_BODY)
+            except asyncio.CancelledError:
+                if not streams.was_forced(output):
+                    raise
+                task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+            finally:
+                watch_task = watch.stop()
+                streams.discard(output)
+                await output.aclose()
+                if watch_task is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watch_task
+            if background is not None:
+                await background()
+        finally:
+            # The stream's own frame is the one that lives as long as it (no wrapper
+            # coroutine does), so it gives the admission slot back.
+            if on_end is not None:
+                on_end()
