@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -19,6 +21,7 @@ class ProducerSettings(BaseSettings):
     history_maxlen: int = Field(default=10_000, ge=1)
     history_max_age_seconds: float = Field(default=0, ge=0)
     history_exact_trim: bool = False
+    log_format: Literal["text", "json"] = "text"
 
     def retention(self) -> Retention:
         return Retention(

@@ -25,6 +25,7 @@ from typing import Protocol
 from gateway.broker import Entry
 from gateway.fanout.batch import LiveBatch
 from gateway.fanout.sink import ChannelSink
+from gateway.metrics import Metrics
 from gateway.sse import SharedChunk, StreamOutput
 
 Channels = tuple[str, ...]
@@ -69,6 +70,7 @@ class Group:
         "_batches",
         "_index",
         "_members",
+        "_metrics",
         "_registry",
         "_renderer",
         "_sinks",
@@ -82,8 +84,10 @@ class Group:
         topics: Sequence[ChannelStreams],
         renderer: Renderer,
         registry: dict[Channels, Group],
+        metrics: Metrics,
     ) -> None:
         self.channels = channels
+        self._metrics = metrics
         self._topics = topics
         self._index = {channel: i for i, channel in enumerate(channels)}
         self._renderer = renderer
@@ -147,8 +151,19 @@ class Group:
         chunk = SharedChunk(data)
         members = self._members
         fallen = [member for member, output in members.items() if not output.write_shared(chunk)]
+        self._count(batches, len(members) - len(fallen), len(data))
         for member in fallen:
             self._leave(member, before, batches)
+
+    def _count(self, batches: Sequence[LiveBatch], written: int, size: int) -> None:
+        """Count this flush's writes: once per flush, not per member."""
+        metrics = self._metrics
+        metrics.bytes_written += written * size
+        channels = metrics.channels
+        for batch in batches:
+            metrics.deliveries += written * len(batch.entries)
+            if channels is not None:
+                channels.deliveries[channels.label(batch.channel)] += written * len(batch.entries)
 
     def _leave(self, member: Member, positions: Snapshot, unsent: Sequence[LiveBatch] = ()) -> None:
         del self._members[member]

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from gateway.broker import Broker, Entry
+from gateway.fanout.batch import LiveBatch
 from gateway.fanout.group import Channels, Group, Member, Renderer, Snapshot
 from gateway.fanout.sink import ChannelSink
 from gateway.fanout.topic import Topic
+from gateway.metrics import Buckets, Metrics
 from gateway.sse import StreamOutput
 
 FULL_BATCH_BYTES = 256 * 1024
@@ -50,8 +53,10 @@ class Hub:
         max_buffer_events: int,
         max_buffer_bytes: int,
         flush_interval: float = 0.0,
+        metrics: Metrics,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._max_events = max_buffer_events
         self._max_bytes = max_buffer_bytes
         self._flush_interval = flush_interval
@@ -159,7 +164,7 @@ class Hub:
             topics.append(topic)
         group = self._groups.get(channels)
         if group is None:
-            group = Group(channels, topics, renderer(), self._groups)
+            group = Group(channels, topics, renderer(), self._groups, self._metrics)
         elif not group.at(positions):
             return None
         group.add(member, output, sinks)
@@ -222,10 +227,21 @@ class Hub:
     def _flush(self) -> None:
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
+        metrics = self._metrics
+        flush_time, latency, channels = (
+            metrics.flush_time,
+            metrics.publish_latency,
+            metrics.channels,
+        )
+        began = time.perf_counter() if flush_time is not None else 0.0
         dirty, self._dirty = self._dirty, []
         touched: list[Group] = []
         for topic in dirty:
             batch = topic.take_batch()
+            if latency is not None:
+                _observe_ages(latency, batch)
+            if channels is not None:
+                channels.events[channels.label(batch.channel)] += len(batch.entries)
             for group in topic.groups:
                 if group.take(batch):
                     touched.append(group)
@@ -233,6 +249,8 @@ class Hub:
                 sink.push(batch)
         for group in touched:
             group.flush()
+        if flush_time is not None:
+            flush_time.observe(time.perf_counter() - began)
 
     # -- introspection -----------------------------------------------------------
 
@@ -247,3 +265,15 @@ class Hub:
 
     def channel_names(self) -> list[str]:
         return sorted(self._topics)
+
+    def streams_per_channel(self) -> dict[str, int]:
+        return {channel: topic.subscribers for channel, topic in self._topics.items()}
+
+
+def _observe_ages(latency: Buckets, batch: LiveBatch) -> None:
+    """Each entry's age: from its id's time (when Redis added it) to now, in seconds."""
+    now_ms = time.time() * 1000.0
+    observe = latency.observe
+    for entry in batch.entries:
+        age = now_ms - entry.key[0]
+        observe(age * 0.001 if age > 0 else 0.0)  # clocks of two hosts may disagree a little
