@@ -33,11 +33,16 @@ from contract.channels import InvalidChannelName, validate_channel
 from contract.events import BaseEvent
 from gateway.auth import TokenVerifier
 from gateway.errors import (
+    ChannelForbidden,
+    ExpiredToken,
     GatewayError,
     InvalidChannel,
+    InvalidToken,
+    MissingToken,
     NoChannels,
     RepeatedParameter,
     TooManyChannels,
+    TooManyStreams,
 )
 from gateway.http.admission import StreamAdmission
 from gateway.http.error_responses import error_response
@@ -53,6 +58,20 @@ from gateway.runtime import Runtime
 from gateway.sse import StreamResponse
 
 STREAM_PATH = "/sse"
+
+REFUSALS: tuple[type[GatewayError], ...] = (
+    TooManyStreams,
+    MissingToken,
+    InvalidToken,
+    ExpiredToken,
+    ChannelForbidden,
+    NoChannels,
+    InvalidChannel,
+    TooManyChannels,
+    RepeatedParameter,
+)
+"""What ``GET /sse`` may answer instead of a stream: counted by code from 0, so that a
+dashboard shows a flat line rather than no data until the first one."""
 
 
 def validate_channels(
@@ -144,6 +163,8 @@ class StreamRoute:
     def __init__(self, admission: StreamAdmission, metrics: Metrics) -> None:
         self.admission = admission
         self.metrics = metrics
+        for refusal in REFUSALS:
+            metrics.streams_refused.setdefault(refusal.code, 0)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         requested_at = time.perf_counter()
