@@ -58,3 +58,27 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     assert ours["resume_storm"]["complete"] == ours["resume_storm"]["clients"]
     assert ours["multiplex"]["nothing_lost"]
     assert ours["multiplex"]["cpu_ratio"] is not None
+
+
+@pytest.mark.timeout(170)
+def test_quick_metrics_cost_runs_the_gateway_with_metrics_on_and_off(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    args = ["--quick", "--only", "ours", "--scenarios", "moderate", "--metrics-cost"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=160,
+        check=False,
+    )
+    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stderr[-4000:]}"
+    results = json.loads((out / "results.json").read_text())
+    cost = results["systems"]["ours"]["metrics_cost"]
+    assert cost["nothing_lost"], cost
+    for name in ("on", "off"):
+        moderate = cost["runs"][name]["moderate"]
+        assert moderate["delivered"] == moderate["expected"], (name, moderate)
+    assert cost["moderate"]["cpu_us_per_delivery_on"] is not None
+    assert cost["moderate"]["cpu_us_per_delivery_off"] is not None
+    assert "## Metrics cost (SSE_METRICS on, scraped, vs off)" in (out / "results.md").read_text()
