@@ -157,6 +157,11 @@ class GatewaySettings(BaseSettings):
         description="Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's rules).",
     )
 
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("max_cursor_length")
     @classmethod
     def _fits_own_cursors(cls, value: int, info: ValidationInfo) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producers.publisher import Retention
@@ -22,6 +22,11 @@ class ProducerSettings(BaseSettings):
     history_max_age_seconds: float = Field(default=0, ge=0)
     history_exact_trim: bool = False
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     def retention(self) -> Retention:
         return Retention(

@@ -21,6 +21,7 @@ from tests.support.assertions import publish_numbered
 from tests.support.metrics import wait_for_metrics
 from tests.support.processes import GatewayProcess, ProducerProcess, run_cli
 from tests.support.sse import sse_connect
+from tests.test_slow_consumers import open_stalled, publish_padded
 
 GatewayFactory = Callable[..., GatewayProcess]
 JSON_LOGS = {"SSE_LOG_FORMAT": "json"}
@@ -151,3 +152,32 @@ def test_a_bad_log_format_is_one_line(redis_url: str) -> None:
         assert result.returncode == 2
         (line,) = result.stderr.strip().splitlines()
         assert "SSE_LOG_FORMAT" in line, line
+
+
+async def test_a_stream_left_after_the_grace_period_is_one_warning_line(
+    redis_url: str, gateway_factory: GatewayFactory
+) -> None:
+    # A client that stopped reading cannot take its shutdown hint: its stream is ended when
+    # the grace period is over, as one line, and the process still exits 0.
+    gateway = gateway_factory(
+        env={
+            **JSON_LOGS,
+            "SSE_SHUTDOWN_GRACE_PERIOD": "1",
+            "SSE_SEND_TIMEOUT": "600",
+            "SSE_CLIENT_BUFFER_BYTES": str(64 * 2**20),
+        }
+    )
+    sock, _ = await open_stalled(gateway)
+    try:
+        async with Publisher.from_url(redis_url) as publisher:
+            await publish_padded(publisher, range(150))  # ~5 MB: the socket is full
+        gateway.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(gateway.wait, 20) == 0
+    finally:
+        sock.close()
+    lines = json_lines(gateway.log())
+    (closed,) = named(lines, "stream closed")
+    assert (closed["reason"], closed["level"]) == ("shutdown_forced", "warning")
+    (ending,) = named(lines, "ending streams still open after the grace period")
+    assert ending["streams"] == 1
+    assert not [line for line in lines if line["level"] == "error"], lines

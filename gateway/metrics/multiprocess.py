@@ -12,6 +12,7 @@ in memory. Nothing here imports prometheus-client.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -24,6 +25,9 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 def clear(path: Path) -> None:
     """Make ``path`` an empty metrics directory (its ``*.db`` files removed)."""
     path.mkdir(parents=True, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+        # Else every worker would fail its start on its first metric, each with a traceback.
+        raise PermissionError(errno.EACCES, "not writable", str(path))
     for file in path.glob("*.db"):
         file.unlink(missing_ok=True)
 

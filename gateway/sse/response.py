@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -39,6 +39,9 @@ from gateway.sse.disconnect import DisconnectWatch, Watch
 from gateway.sse.lifecycle import StreamCut, StreamLifecycle, write_failure
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import StreamOutput
+
+if TYPE_CHECKING:
+    from gateway._fastpath.transport import ChunkedTransport
 
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
@@ -67,6 +70,13 @@ class FrameSource(Protocol):
     def log_fields(self) -> Mapping[str, object]:
         """Fields for the stream's log lines: its channels and how it started."""
         ...
+
+
+def _drop(direct: ChunkedTransport | None) -> None:
+    """Drop a cut stream's connection at once where the fast path can; through ASGI alone,
+    uvicorn closes it, after the client has read what is buffered for it."""
+    if direct is not None:
+        direct.abort()
 
 
 class _NoBody:
@@ -212,6 +222,7 @@ class StreamResponse(EventSourceResponse):
                 if output.error is not None:
                     # A stalled client: no end-of-body write could reach it.
                     reason = write_failure(output.error)
+                    _drop(direct)
                     raise StreamCut(reason) from output.error
                 reason = source.end_reason or "disconnect"
                 if not output.disconnected:
@@ -221,6 +232,7 @@ class StreamResponse(EventSourceResponse):
                 if not streams.was_forced(output):
                     raise
                 task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+                _drop(direct)
                 raise StreamCut(reason) from None
             finally:
                 watch_task = watch.stop()
