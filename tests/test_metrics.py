@@ -19,7 +19,7 @@ import httpx
 
 from producers.publisher import Publisher, Retention
 from tests.support.assertions import messages, numbered, publish_numbered
-from tests.support.metrics import scrape, wait_for_metrics
+from tests.support.metrics import Exposition, scrape, wait_for_metrics
 from tests.support.processes import GatewayProcess, run_cli
 from tests.support.raw_sse import RawStream, recv_events
 from tests.test_slow_consumers import (
@@ -69,9 +69,11 @@ async def read_events(stream: RawStream, count: int) -> list[str]:
     return events
 
 
-async def test_two_workers_report_the_same_numbers_whichever_answers(
-    gateway_factory: GatewayFactory, redis_url: str
-) -> None:
+async def streams_on_two_workers(
+    gateway_factory: GatewayFactory,
+) -> tuple[GatewayProcess, list[int], list[RawStream], Exposition]:
+    """A gateway with two workers, ``STREAMS`` streams over both, and the scrape that saw
+    them all open (another worker's figures arrive within a second)."""
     gateway = gateway_factory(workers=2)
     workers = worker_pids(gateway)
     streams = await open_on_both_workers(gateway, workers, STREAMS)
@@ -79,6 +81,18 @@ async def test_two_workers_report_the_same_numbers_whichever_answers(
         opened = await wait_for_metrics(
             gateway, lambda m: m.value("sse_gateway_streams_open") == STREAMS
         )
+    except BaseException:
+        for stream in streams:
+            await stream.aclose()
+        raise
+    return gateway, workers, streams, opened
+
+
+async def test_two_workers_report_the_same_numbers_whichever_answers(
+    gateway_factory: GatewayFactory, redis_url: str
+) -> None:
+    gateway, workers, streams, opened = await streams_on_two_workers(gateway_factory)
+    try:
         # Every scrape, on a new connection each (either worker may answer), reads 4: both
         # workers' series are there, one per worker.
         for _ in range(6):
@@ -115,13 +129,8 @@ async def test_two_workers_report_the_same_numbers_whichever_answers(
 async def test_a_killed_worker_leaves_the_gauges_and_its_counts_stay(
     gateway_factory: GatewayFactory,
 ) -> None:
-    gateway = gateway_factory(workers=2)
-    workers = worker_pids(gateway)
-    streams = await open_on_both_workers(gateway, workers, STREAMS)
+    gateway, workers, streams, before = await streams_on_two_workers(gateway_factory)
     try:
-        before = await wait_for_metrics(
-            gateway, lambda m: m.value("sse_gateway_streams_open") == STREAMS
-        )
         victim = workers[0]
         on_victim = sum(1 for port, pid in owners(workers, gateway.port).items() if pid == victim)
         os.kill(victim, signal.SIGKILL)
