@@ -50,6 +50,9 @@ def formatter(format: LogFormat = "text") -> logging.Formatter:
     """The formatter for ``format``; ``logging.config`` names it ``contract.logs.formatter``."""
     if format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {format!r}")
+    # Python's warnings would otherwise go to stderr as they are, breaking one-record lines.
+    # logging.config builds this formatter in every process (uvicorn's workers included).
+    logging.captureWarnings(True)
     pre_chain: list[Processor] = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
