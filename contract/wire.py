@@ -6,12 +6,26 @@ Per channel ``c`` under prefix ``p``:
   fields: ``e`` (SSE event name), ``d`` (payload JSON), ``p`` (the id of the
   entry before it, ``0-0`` for the first), ``i`` (the publisher's random token
   for the event, so a retry whose first reply was lost finds it, not appends twice).
-- ``p:{c}:live``: a pub/sub channel carrying each entry as it is appended,
-  encoded as ``id\\nprev\\nevent\\ndata``.
+- ``p:{c}:live``: a pub/sub channel carrying each entry once it is appended,
+  encoded as ``id\\nprev\\nevent\\ndata``. On one server it is a classic channel
+  (``PUBLISH``); on a Redis Cluster a sharded one (``SPUBLISH``/``SSUBSCRIBE``).
 
-Both names share the hash tag ``{c}`` so they live in one Redis Cluster slot.
+Both names share the hash tag ``{c}`` so they live in one Redis Cluster slot: the
+script's key and its live channel are on one node, and ``SPUBLISH`` from inside the
+script is allowed.
+
 Producers write only through ``publish.lua``; gateways read only through
 ``read.lua`` and the live channel. Nothing else spells a key.
+
+Live notifications: when no replica has to confirm a publish, ``publish.lua`` appends
+and notifies in one atomic step, so a live message always names an entry the stream
+holds. When replicas must confirm it (``WAIT``, which Redis refuses inside scripts),
+the script only appends; the publisher sends ``WAIT`` on the same connection, then the
+notification (``encode_live``), so nobody sees live an event that a failover could
+take back. That notification may then arrive twice (a retry after the entry was
+confirmed sends it again) or after the notification of a later entry (publishes that
+overlap). Readers already cope: they drop an id they have delivered, and an entry
+whose ``prev`` is not the last id they delivered sends them to history first.
 """
 
 from __future__ import annotations
@@ -28,6 +42,14 @@ FIELD_EVENT: Final = b"e"
 FIELD_DATA: Final = b"d"
 FIELD_PREV: Final = b"p"
 NO_ENTRY_ID: Final = b"0-0"
+
+NOTIFY_PUBLISH: Final = "PUBLISH"
+"""``publish.lua`` notifies with ``PUBLISH`` (one server)."""
+NOTIFY_SPUBLISH: Final = "SPUBLISH"
+"""``publish.lua`` notifies with ``SPUBLISH`` (Redis Cluster, sharded pub/sub)."""
+NOTIFY_LATER: Final = ""
+"""``publish.lua`` only appends: the caller notifies once replicas hold the entry."""
+_NOTIFY_MODES = (NOTIFY_PUBLISH, NOTIFY_SPUBLISH, NOTIFY_LATER)
 
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,32}")
 _LIVE_SUFFIX = b":live"
@@ -71,6 +93,11 @@ class LiveMessage:
     data: bytes
 
 
+def encode_live(entry_id: bytes, prev: bytes, event: bytes, data: bytes) -> bytes:
+    """A live pub/sub payload, byte for byte what ``publish.lua`` sends."""
+    return b"\n".join((entry_id, prev, event, data))
+
+
 def decode_live(payload: bytes) -> LiveMessage:
     """Split a live pub/sub payload; the data part may contain anything."""
     entry_id, prev, event, data = payload.split(b"\n", 3)
@@ -100,14 +127,43 @@ def publish_args(
     max_age_ms: int,
     token: str,
     lookback_ms: int = 0,
+    notify: str = NOTIFY_PUBLISH,
+    wait_follows: bool = False,
 ) -> list[Any]:
     """ARGV for ``publish.lua``, in its order.
 
     ``token`` is unique per event and the same on every attempt to publish it;
     ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it.
+    ``notify`` is ``NOTIFY_PUBLISH``, ``NOTIFY_SPUBLISH`` or ``NOTIFY_LATER``;
+    ``wait_follows`` says that ``WAIT`` follows on the same connection, so that a retry
+    which finds its entry still writes something for ``WAIT`` to wait for.
+    The script replies ``[id, prev]`` (see ``decode_publish_reply``).
     """
+    if notify not in _NOTIFY_MODES:
+        raise ValueError(f"notify must be one of {_NOTIFY_MODES}, not {notify!r}")
     trim = "=" if exact_trim else "~"
-    return [live_channel, event, data, maxlen, trim, max_age_ms, token, lookback_ms]
+    return [
+        live_channel,
+        event,
+        data,
+        maxlen,
+        trim,
+        max_age_ms,
+        token,
+        lookback_ms,
+        notify,
+        "1" if wait_follows else "0",
+    ]
+
+
+def decode_publish_reply(reply: Any) -> tuple[bytes, bytes]:
+    """``publish.lua``'s reply as (entry id, predecessor id)."""
+    entry_id, prev = reply
+    return _as_bytes(entry_id), _as_bytes(prev)
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def read_args(after: bytes | None, count: int) -> list[Any]:

@@ -9,15 +9,15 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from redis.asyncio.connection import parse_url
 
 from contract.channels import InvalidChannelName, validate_channel
 from contract.events import BaseEvent, Echo, EchoPayload, ReverseEcho
 from contract.logs import configure as configure_logging
+from contract.redis_target import RedisConfigError, RedisTarget
 from contract.wire import InvalidPrefix, Keyspace
 from producers.publisher import Publisher
 from producers.settings import ProducerSettings
@@ -25,6 +25,7 @@ from producers.settings import ProducerSettings
 log = logging.getLogger("producers")
 
 EventFactory = Callable[[str], BaseEvent[Any]]
+T = TypeVar("T")
 
 PRODUCERS: dict[str, tuple[str, EventFactory]] = {
     "echo": ("echo", lambda message: Echo(data=EchoPayload(message=message))),
@@ -117,6 +118,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def until_stopped(work: Awaitable[T], stop: asyncio.Event) -> asyncio.Future[T] | None:
+    """Run ``work`` until it is done (its future) or ``stop`` is set (None, work cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped = not task.done()
+        task.cancel()
+        stopper.cancel()
+        await asyncio.gather(task, stopper, return_exceptions=True)
+    return None if stopped else task
+
+
 class Summary:
     """A line every ``every`` seconds about what was published, instead of one per event."""
 
@@ -181,16 +196,9 @@ async def run(
     published = 0
     while not stop.is_set() and (count is None or published < count):
         event = make_event(message)
-        publish = asyncio.ensure_future(publisher.publish(channel, event))
-        stopper = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait({publish, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if not publish.done():
+        publish = await until_stopped(publisher.publish(channel, event), stop)
+        if publish is None:
             # Stopped while Redis was unreachable: say so instead of dropping silently.
-            publish.cancel()
-            await asyncio.gather(publish, return_exceptions=True)
             log.warning("stopped before event %d could be published", published + 1)
             break
         entry_id = publish.result()
@@ -212,17 +220,28 @@ async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
     channel, make_event = PRODUCERS[args.kind][0], PRODUCERS[args.kind][1]
     channel = args.channel or channel
     publisher = Publisher.from_url(
-        settings.redis_url, prefix=settings.key_prefix, retention=settings.retention()
+        settings.redis_url,
+        prefix=settings.key_prefix,
+        retention=settings.retention(),
+        mode=settings.redis_mode,
+        replicas=settings.replicas(),
+        wait_timeout_ms=settings.publish_wait_timeout_ms,
     )
     summary = Summary(channel, every=args.log_every)
     async with publisher:
+        connected = await until_stopped(publisher.connect(), stop)
+        if connected is None:
+            log.warning("stopped before Redis could be reached")
+            return 0
         log.info(
             "producer started",
             extra={
                 "producer": args.kind,
                 "channel": channel,
                 "interval_s": args.interval,
-                "redis": _redact(settings.redis_url),
+                "redis": RedisTarget.parse(settings.redis_url).describe(),
+                "mode": connected.result(),
+                "replicas": settings.publish_replicas,
             },
         )
         await run(
@@ -239,13 +258,6 @@ async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
     return 0
 
 
-def _redact(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
-
-
 def load_settings() -> ProducerSettings:
     try:
         settings = ProducerSettings()
@@ -254,10 +266,7 @@ def load_settings() -> ProducerSettings:
         where = ".".join(str(part) for part in first["loc"]).upper()
         raise UsageError(f"invalid setting SSE_{where}: {first['msg']}") from None
     try:
-        parse_url(settings.redis_url)
-    except ValueError as exc:
-        raise UsageError(f"invalid REDIS_URL {settings.redis_url!r}: {exc}") from None
-    try:
+        RedisTarget.parse(settings.redis_url, settings.redis_mode)
         Keyspace(settings.key_prefix)
         settings.retention()
     except (InvalidPrefix, ValueError) as exc:
@@ -273,4 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m producers: error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_format, args.log_level)
-    return asyncio.run(_main(args, settings))
+    try:
+        return asyncio.run(_main(args, settings))
+    except RedisConfigError as exc:  # the server contradicts the settings
+        print(f"python -m producers: error: {exc}", file=sys.stderr)
+        return 2

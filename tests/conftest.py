@@ -1,4 +1,5 @@
-"""Fixtures: a clean Redis per test, real gateway and producer processes on free ports."""
+"""Fixtures: a clean Redis (or Redis Cluster) per test, real gateway and producer processes
+on free ports."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from tests.support.nginx import NginxProcess
 from tests.support.paths import FAST, StreamPath
 from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProcess
+from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_server import RedisServer, new_redis_server
 
 
@@ -47,6 +49,20 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def redis_cluster(request: pytest.FixtureRequest) -> Iterator[LocalRedisCluster]:
+    """A fresh Redis Cluster on loopback: 3 masters, a replica each, every slot served."""
+    cluster = LocalRedisCluster()
+    try:
+        cluster.start()
+        yield cluster
+        if _failed(request):
+            for node in cluster.nodes:
+                print(f"\n----- cluster node {node.port} log -----\n{node.log()[-2000:]}")
+    finally:
+        cluster.close()
 
 
 @pytest.fixture
@@ -119,5 +135,19 @@ def nginx_factory(_processes: list[ManagedProcess]) -> Callable[[list[str]], Ngi
         nginx = NginxProcess(upstreams)
         _processes.append(nginx)
         return nginx
+
+    return start
+
+
+@pytest.fixture
+def cluster_producer_factory(
+    redis_cluster: LocalRedisCluster, _processes: list[ManagedProcess]
+) -> Callable[..., ProducerProcess]:
+    """``python -m producers`` against the cluster (REDIS_URL: every node, unless given)."""
+
+    def start(kind: str, redis_url: str | None = None, **options: Any) -> ProducerProcess:
+        producer = ProducerProcess(redis_url or redis_cluster.url, kind, **options)
+        _processes.append(producer)
+        return producer
 
     return start

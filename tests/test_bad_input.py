@@ -73,6 +73,16 @@ async def test_a_malformed_last_event_id_opens_the_stream_and_says_so(gateway, c
         ("producers", ["echo", "--channel", "a b"], {}, "invalid channel name"),
         ("producers", ["echo"], {"REDIS_URL": "ftp://x"}, "invalid REDIS_URL"),
         ("producers", ["shout"], {}, "invalid choice"),
+        ("producers", ["echo"], {"REDIS_URL": "redis://a:1,,b:2"}, "invalid REDIS_URL"),
+        ("producers", ["echo"], {"REDIS_URL": "redis://a:1/2,b:2"}, "only database 0"),
+        ("producers", ["echo"], {"SSE_REDIS_MODE": "sharded"}, "invalid SSE_REDIS_MODE"),
+        (
+            "producers",
+            ["echo"],
+            {"REDIS_URL": "redis://a:1,redis://b:2", "SSE_REDIS_MODE": "standalone"},
+            "takes one REDIS_URL",
+        ),
+        ("producers", ["echo"], {"SSE_PUBLISH_REPLICAS": "-1"}, "SSE_PUBLISH_REPLICAS"),
     ],
 )
 def test_bad_command_lines_get_one_line_errors_not_tracebacks(

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -36,15 +37,27 @@ class RedisServer(Protocol):
 
 
 class LocalRedisServer:
-    """``redis-server`` on a free port with its own directory, AOF on (fsync always)."""
+    """``redis-server`` on a free port with its own directory, AOF on (fsync always).
 
-    def __init__(self) -> None:
+    ``port``, ``options`` (more ``--name value`` arguments) and ``appendfsync`` let a
+    variant (a cluster node) reuse the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        options: Sequence[str] = (),
+        appendfsync: str = "always",
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server")
         self.binary = binary
-        self.port = free_port()
-        self.directory = Path(tempfile.mkdtemp(prefix="sse-test-redis-"))
+        self.port = port or free_port()
+        self.options = tuple(options)
+        self.appendfsync = appendfsync
+        self.directory = Path(tempfile.mkdtemp(prefix=f"sse-test-redis-{self.port}-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,18 +74,23 @@ class LocalRedisServer:
                 "--dir", str(self.directory),
                 "--save", "",
                 "--appendonly", "yes",
-                "--appendfsync", "always",
+                "--appendfsync", self.appendfsync,
                 "--daemonize", "no",
                 "--loglevel", "warning",
                 "--logfile", str(self.directory / "redis.log"),
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         if not wait_for_port(self.port, timeout=10):
-            log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+            log = self.log()[-2000:]
             self.kill()
             raise RuntimeError(f"redis-server did not start on {self.port}:\n{log}")
+
+    def log(self) -> str:
+        path = self.directory / "redis.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def _end(self, sig: signal.Signals) -> None:
         if self.process is None:
