@@ -19,6 +19,7 @@ from gateway.http.cors import install_cors, with_cors
 from gateway.http.error_responses import install_error_handlers
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
+from gateway.metrics import Metrics
 from gateway.runtime import open_runtime
 from gateway.settings import GatewaySettings
 from gateway.sse import SERVER_SEND
@@ -82,9 +83,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     if settings.fast_path and fast_path.reason is not None:
         log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
 
+    # The app's counts, kept for as long as the app: the lifespan's parts and the
+    # stream route (which counts refusals before any part is involved) add to them.
+    metrics = Metrics(timings=settings.metrics, channel_labels=settings.metrics_channel_labels)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, fast_path) as runtime:
+        async with open_runtime(settings, fast_path, metrics) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -104,7 +109,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
-    app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
+    admission = StreamAdmission(limit=settings.max_streams)
+    app.stream_entry = with_cors(StreamRoute(admission, metrics), settings)
     app.include_router(router)
     install_api_docs(app)
     # The demo page's script and style (the page itself is routes.demo_page).
