@@ -64,3 +64,10 @@ class ChannelForbidden(GatewayError):
 
     status_code = 403
     code = "channel_forbidden"
+
+
+class MetricsOff(GatewayError):
+    """``GET /metrics`` on a gateway with SSE_METRICS=false."""
+
+    status_code = 404
+    code = "metrics_off"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -24,6 +26,7 @@ class ProducerSettings(BaseSettings):
     publish_replicas: str = "auto"
     """Replicas that must hold an event before it is acknowledged: a number, or ``auto``."""
     publish_wait_timeout_ms: int = Field(default=WAIT_TIMEOUT_MS, ge=1)
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("publish_replicas")
     @classmethod
@@ -32,6 +35,11 @@ class ProducerSettings(BaseSettings):
         if value != "auto" and not (value.isdigit() and value.isascii()):
             raise ValueError(f"{value!r} is neither 'auto' nor a whole number >= 0 of replicas")
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     def retention(self) -> Retention:
         return Retention(
