@@ -4,7 +4,9 @@ Per channel a ``ChannelFeed`` (replay, then live); several feeds are merged with
 ``aiostream.stream.merge``, and a single feed needs no merging (which saves the
 merge's task per channel on the most common subscription). The stream's task
 renders what the feeds yield (``frames.render``) and writes it: the opening,
-history, gaps, live entries that queued up while it lagged, the closing hint.
+history, gaps, live entries that queued up while it lagged, the closing hint. It
+renders in pieces (``frames.pieces``), each only once the one before was written, so
+a client that stops reading holds one piece and its socket's buffer, not a page.
 
 Live entries take a shorter way while the stream keeps up. When every feed of
 the stream waits on its sink with nothing buffered, its output can take a write
@@ -159,7 +161,8 @@ class Subscription:
                     items_stream = feeds[0].items()
                     try:
                         async for items in items_stream:
-                            yield frames.render(positions, 0, items)
+                            for piece in frames.pieces(items):
+                                yield frames.render(positions, 0, piece)
                     finally:
                         await items_stream.aclose()
                 else:
@@ -167,7 +170,9 @@ class Subscription:
                     async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
                         async for items in merged:
                             # A feed yields items of its own channel only.
-                            yield frames.render(positions, index(items[0].channel), items)
+                            channel = index(items[0].channel)
+                            for piece in frames.pieces(items):
+                                yield frames.render(positions, channel, piece)
             except SinkClosed as closed:
                 self._leave_group()
                 if closed.reason in QUIET_ENDS:
