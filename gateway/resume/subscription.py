@@ -170,9 +170,9 @@ class Subscription:
                     async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
                         async for items in merged:
                             # A feed yields items of its own channel only.
-                            channel = index(items[0].channel)
+                            at = index(items[0].channel)
                             for piece in frames.pieces(items):
-                                yield frames.render(positions, channel, piece)
+                                yield frames.render(positions, at, piece)
             except SinkClosed as closed:
                 self._leave_group()
                 if closed.reason in QUIET_ENDS:
