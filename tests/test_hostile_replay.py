@@ -74,3 +74,56 @@ async def test_stalled_resumers_of_a_long_history_cost_at_most_their_write_buffe
     after = await footprint.settle()
     print(f"; after they left {after / MIB:.0f} MiB", end="")
     assert after - baseline <= max(growth, 8 * MIB)
+
+
+async def wait_for_fds(footprint: GatewayFootprint, at_most: int, timeout: float) -> float:
+    """Seconds until the gateway holds at most ``at_most`` descriptors."""
+    started = time.monotonic()
+    while footprint.fds > at_most:
+        assert time.monotonic() - started < timeout, (
+            f"the gateway still holds {footprint.fds} descriptors, {at_most} expected"
+        )
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
+async def test_streams_cut_by_the_send_timeout_release_their_sockets_at_once(
+    redis_url: str, gateway_factory: GatewayFactory
+) -> None:
+    gateway = gateway_factory(env={"SSE_SEND_TIMEOUT": "1"})
+    await publish_history(redis_url, EVENTS)
+    footprint = GatewayFootprint.of(gateway.pid)
+    baseline = footprint.fds
+    sockets = stalled_resumers(gateway.port, [CHANNEL], STALLED, last_event_id="earliest")
+    try:
+        await wait_for_streams(gateway, STALLED)
+        assert footprint.fds >= baseline + STALLED
+        # Cut by the send timeout: the streams end, and their sockets with them, while
+        # the clients still hold theirs open.
+        await wait_for_streams(gateway, 0)
+        released = await wait_for_fds(footprint, baseline + 2, timeout=5)
+        print(f"\n{STALLED} cut streams' sockets released {released:.2f} s after their end")
+    finally:
+        close_all(sockets)
+    log = gateway.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+async def test_a_cut_stream_holds_its_admission_slot_until_its_socket_is_closed(
+    redis_url: str, gateway_factory: GatewayFactory
+) -> None:
+    # Rounds of stalled clients cut by the send timeout never hold more sockets than
+    # SSE_MAX_STREAMS allows streams.
+    limit = 10
+    gateway = gateway_factory(env={"SSE_SEND_TIMEOUT": "1", "SSE_MAX_STREAMS": str(limit)})
+    await publish_history(redis_url, EVENTS)
+    footprint = GatewayFootprint.of(gateway.pid)
+    baseline = footprint.fds
+    held = []
+    try:
+        for _ in range(3):
+            held += stalled_resumers(gateway.port, [CHANNEL], limit, last_event_id="earliest")
+            await wait_for_streams(gateway, 0)
+            await wait_for_fds(footprint, baseline + 2, timeout=5)
+    finally:
+        close_all(held)

@@ -102,9 +102,29 @@ _NO_MORE_REQUESTS = _NoMoreRequests()
 class LeanHttpProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` with ``LightEvent``s and a list for the pipeline."""
 
+    lost = False
+    """Whether the connection is closed (its socket released)."""
+    _on_lost: asyncio.Future[None] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        super().connection_lost(exc)
+        waiter = self._on_lost
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def when_lost(self) -> asyncio.Future[None]:
+        """A future set once the connection is closed."""
+        waiter = self._on_lost
+        if waiter is None:
+            waiter = self._on_lost = asyncio.get_running_loop().create_future()
+            if self.lost:
+                waiter.set_result(None)
+        return waiter
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

@@ -179,6 +179,20 @@ class StreamOutput:
         if self.error is not None:
             self._failed()
 
+    def drop(self) -> None:
+        """Drop the connection with its unsent bytes (its client stopped reading).
+
+        Only on the fast path: through ASGI the server closes it, once the client
+        has read those bytes or left."""
+        if self._direct is not None:
+            self._direct.abort()
+
+    async def released(self, linger: float) -> None:
+        """Return once the connection is closed, its last bytes sent or, after ``linger``
+        seconds, dropped (fast path; through ASGI, at once: the server closes it)."""
+        if self._direct is not None:
+            await self._direct.released(linger)
+
     async def aclose(self) -> None:
         """Cancel and await a write still in flight (the stream has ended)."""
         flight = self._flight

@@ -21,16 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway._fastpath import FastPath
 from gateway.sse.disconnect import DisconnectWatch, Watch
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import StreamOutput
+
+log = logging.getLogger(__name__)
 
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
@@ -61,6 +65,18 @@ class _NoBody:
 
 _END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
 
+CLOSE_LINGER = 2.0
+"""Seconds an ended stream's unsent bytes (its closing hint) get to leave before its
+connection is dropped (fast path): a client that stopped reading must not keep the
+gateway's socket open."""
+
+
+def _cut(error: BaseException) -> None:
+    """A stream cut because writing to it failed: its client stopped reading (the send
+    timeout) or its connection broke. One line, not a traceback: it is the client's doing."""
+    reason = "send_timeout" if isinstance(error, SendTimeoutError) else "write_failed"
+    log.warning("stream cut (%s): %s", reason, error or type(error).__name__)
+
 
 class StreamResponses:
     """Makes the stream responses of one app: the same headers, timeouts and path for all."""
@@ -78,6 +94,7 @@ class StreamResponses:
         self.fast_path = fast_path
         self.send_timeout = send_timeout
         self.coalesce_writes = not tcp_nodelay
+        self.close_linger = CLOSE_LINGER
         """Leave Nagle's algorithm on for streams' sockets (fast path only)."""
         self.headers = headers
         prototype = EventSourceResponse(
@@ -161,7 +178,7 @@ class StreamResponse(EventSourceResponse):
             output.on_failure = ends.write_failed
             # This frame stays alive as long as the stream; the response object (its
             # headers and settings, several hundred bytes) is not needed any more.
-            del self, responses
+            del self
             streams.add(output, task)
             watch: Watch | None = fast_path.watch_disconnect(receive, ends.client_left)
             if watch is None:
@@ -174,16 +191,20 @@ class StreamResponse(EventSourceResponse):
                         await output.write(chunk)
                         if output.disconnected:
                             break
+                except Exception as exc:
+                    if exc is not output.error:
+                        raise  # a bug, not a client that stopped reading
                 finally:
                     await frames.aclose()
-                if output.error is not None:
-                    raise output.error  # a stalled client: no end-of-body write could reach it
-                if not output.disconnected:
+                # A stalled client (output.error): no end-of-body write could reach it.
+                if output.error is None and not output.disconnected:
                     await send(_END_OF_BODY)
             except asyncio.CancelledError:
                 if not streams.was_forced(output):
+                    output.drop()
                     raise
                 task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+                output.drop()  # its client did not read its closing hint in the grace period
             finally:
                 watch_task = watch.stop()
                 streams.discard(output)
@@ -191,6 +212,13 @@ class StreamResponse(EventSourceResponse):
                 if watch_task is not None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await watch_task
+            if output.error is not None:
+                # Cut, not failed: the stream ends here and the app returns normally.
+                _cut(output.error)
+                output.drop()
+            # Until its socket is closed the connection holds an fd and its unsent bytes:
+            # the admission slot is given back only then.
+            await output.released(responses.close_linger)
             if background is not None:
                 await background()
         finally:
