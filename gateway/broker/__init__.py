@@ -5,7 +5,7 @@ The rest of the gateway sees Redis only through the ``Broker`` seam.
 
 from gateway.broker.entry import BEFORE_ALL, Entry, StreamKey, format_stream_id, stream_key
 from gateway.broker.history import HistoryReader
-from gateway.broker.interface import Broker, BrokerListener, Page
+from gateway.broker.interface import Broker, BrokerListener, HistoryRefused, Page
 from gateway.broker.standalone import RedisBroker
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "BrokerListener",
     "Entry",
     "HistoryReader",
+    "HistoryRefused",
     "Page",
     "RedisBroker",
     "StreamKey",
