@@ -7,7 +7,7 @@ client listens for them with ``addEventListener(name, ...)``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -44,10 +44,17 @@ class CursorInvalid(BaseEvent[CursorInvalidPayload]):
     """The Last-Event-ID could not be used; the stream starts live instead."""
 
 
+ReconnectReason = Literal["shutdown", "slow_consumer", "token_expired"]
+RECONNECT_REASONS: frozenset[str] = frozenset(get_args(ReconnectReason))
+
+
 class ReconnectPayload(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    reason: Literal["shutdown", "slow_consumer"]
+    reason: ReconnectReason
+    """``shutdown``: the gateway is stopping; ``slow_consumer``: the client fell too far
+    behind; ``token_expired``: the token's ``exp`` (or the gateway's cap on a stream's
+    lifetime) has come: reconnect with a fresh token and the last id."""
     retry_ms: int
 
 

@@ -41,6 +41,13 @@ class TooManyStreams(GatewayError):
     code = "too_many_streams"
 
 
+class TooManyStreamsForSubject(GatewayError):
+    """The token's subject holds its maximum of streams on this process."""
+
+    status_code = 429
+    code = "too_many_streams_for_subject"
+
+
 class MissingToken(GatewayError):
     """Auth is on and the request carries no token."""
 

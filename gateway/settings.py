@@ -46,6 +46,12 @@ class GatewaySettings(BaseSettings):
     max_streams: int = Field(
         default=50_000, ge=1, description="Most open streams per process (503 beyond)."
     )
+    max_streams_per_subject: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most open streams per token subject (`sub`) and process (429 beyond); "
+        "unset: no limit.",
+    )
     channel_pattern: re.Pattern[str] | None = Field(
         default=None,
         description="Regular expression every subscribed channel name must match in full "
@@ -58,6 +64,24 @@ class GatewaySettings(BaseSettings):
     auth_rs256_public_key: str | None = Field(
         default=None,
         description="RS256 public key for subscriber JWTs: PEM text or a path to a PEM file.",
+    )
+    auth_jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="JWKS URL whose RS256/ES256 keys verify subscriber JWTs (by their `kid`, "
+        "then required); setting it turns auth on.",
+    )
+    auth_jwks_cooldown: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least seconds between two fetches of the JWKS for tokens naming an "
+        "unknown `kid`.",
+    )
+    auth_max_stream_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest a stream opened with a token stays open, even if the token's "
+        "`exp` is later (it ends with a `token_expired` reconnect event); unset: until `exp`.",
     )
     auth_audience: str | None = Field(default=None, description="Required JWT `aud`.")
     auth_issuer: str | None = Field(default=None, description="Required JWT `iss`.")

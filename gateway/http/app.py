@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway._fastpath import FastPath
-from gateway.auth import TokenVerifier, load_rs256_public_key
+from gateway.auth import JwksKeys, TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
 from gateway.http.cors import install_cors, with_cors
 from gateway.http.error_responses import install_error_handlers
@@ -62,10 +62,14 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
         keys["HS256"] = settings.auth_hs256_secret.get_secret_value().encode()
     if settings.auth_rs256_public_key is not None:
         keys["RS256"] = load_rs256_public_key(settings.auth_rs256_public_key)
-    if not keys:
+    jwks = None
+    if settings.auth_jwks_url is not None:
+        jwks = JwksKeys(settings.auth_jwks_url, cooldown=settings.auth_jwks_cooldown)
+    if not keys and jwks is None:
         return None
     return TokenVerifier(
         keys,
+        jwks=jwks,
         audience=settings.auth_audience,
         issuer=settings.auth_issuer,
         claim=settings.auth_channels_claim,
@@ -82,9 +86,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, fast_path) as runtime:
-            app.state.runtime = runtime
-            yield
+        try:
+            async with open_runtime(settings, fast_path) as runtime:
+                app.state.runtime = runtime
+                yield
+        finally:
+            auth: TokenVerifier | None = app.state.auth
+            if auth is not None and auth.jwks is not None:
+                await auth.jwks.aclose()
 
     app = GatewayApp(
         title="redis-sse-gateway",
@@ -100,6 +109,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
-    app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
+    admission = StreamAdmission(
+        limit=settings.max_streams, per_subject=settings.max_streams_per_subject
+    )
+    app.stream_entry = with_cors(StreamRoute(admission), settings)
     app.include_router(router)
     return app

@@ -78,7 +78,7 @@ async def sse(
         ),
     ] = None,
 ) -> StreamResponse:
-    return open_stream(request, channel, last_event_id, last_event_id_header, token)
+    return open_stream(request, channel, last_event_id, last_event_id_header, token).response
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

@@ -22,15 +22,15 @@ Starlette's error middleware would.
 from __future__ import annotations
 
 import re
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from starlette.types import Receive, Scope, Send
 
 from contract.channels import InvalidChannelName, validate_channel
 from contract.events import BaseEvent
-from gateway.auth import TokenVerifier
+from gateway.auth import Grant, TokenVerifier
 from gateway.errors import (
     GatewayError,
     InvalidChannel,
@@ -93,21 +93,37 @@ def reject_repeats(request: Request, *names: str) -> None:
             )
 
 
+class OpenedStream(NamedTuple):
+    response: StreamResponse
+    subject: str | None
+    """The token's subject, for the per-subject limit (None: no auth, or no ``sub``)."""
+
+
+def stream_lifetime(grant: Grant, cap: float | None) -> float:
+    """Seconds the stream of a verified token may stay open: until its ``exp``, or ``cap``."""
+    left = max(0.0, grant.seconds_left())
+    return left if cap is None else min(left, cap)
+
+
 def open_stream(
     request: Request,
     channel: list[str],
     last_event_id: str | None,
     last_event_id_header: str | None,
     token: str | None,
-) -> StreamResponse:
+) -> OpenedStream:
     """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request."""
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
     reject_repeats(request, "last_event_id", "token")
     channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
     auth: TokenVerifier | None = request.app.state.auth
+    lifetime: float | None = None
+    subject: str | None = None
     if auth is not None:
-        auth.authorize(request, token, channels)
+        grant = auth.authorize(request, token, channels)
+        lifetime = stream_lifetime(grant, settings.auth_max_stream_seconds)
+        subject = grant.subject
     raw_cursor = last_event_id_header if last_event_id_header is not None else last_event_id
     notices: list[BaseEvent[Any]] = []
     try:
@@ -123,8 +139,9 @@ def open_stream(
         hub=runtime.hub,
         history=runtime.history,
         options=runtime.stream_options,
+        lifetime=lifetime,
     )
-    return runtime.responses.open(subscription)
+    return OpenedStream(runtime.responses.open(subscription), subject)
 
 
 class StreamRoute:
@@ -145,19 +162,46 @@ class StreamRoute:
             return error_response(exc)(scope, receive, send)
         try:
             request = Request(scope, receive, send)
+            auth: TokenVerifier | None = request.app.state.auth
+            fetch = (
+                None if auth is None else auth.key_fetch(request, request.query_params.get("token"))
+            )
+            if fetch is not None:
+                return self._open_once_fetched(fetch, request, send)
+        except BaseException:
+            self.admission.release()
+            raise
+        return self._open(request, send)
+
+    async def _open_once_fetched(
+        self, fetch: Awaitable[None], request: Request, send: Send
+    ) -> None:
+        """Open the stream once the keys its token needs are fetched (this frame then stays
+        on the stack for the stream's lifetime: only the first tokens of a new key)."""
+        try:
+            await fetch
+        except BaseException:
+            self.admission.release()
+            raise
+        await self._open(request, send)
+
+    def _open(self, request: Request, send: Send) -> Coroutine[Any, Any, None]:
+        """The response's coroutine for an admitted request (the slot is the caller's)."""
+        scope, receive = request.scope, request.receive
+        try:
             query = request.query_params
-            response = open_stream(
+            response, subject = open_stream(
                 request,
                 channel=query.getlist("channel"),
                 last_event_id=query.get("last_event_id"),  # the last one, as FastAPI takes
                 last_event_id_header=request.headers.get("last-event-id"),
                 token=query.get("token"),
             )
+            response.on_end = self.admission.admit_subject(subject)
         except GatewayError as exc:
             self.admission.release()
             return error_response(exc)(scope, receive, send)
         except BaseException:
             self.admission.release()
             raise
-        response.on_end = self.admission.release
         return response(scope, receive, send)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from contract.control import (
+    RECONNECT_REASONS,
     CursorInvalid,
     CursorInvalidPayload,
     HistoryGap,
@@ -143,9 +144,8 @@ def opening(
 
 def closing(positions: StreamPositions, reason: str, retry_ms: int) -> bytes:
     """The last bytes of a stream the gateway ends: why, and how soon to come back."""
-    payload = ReconnectPayload(
-        reason="shutdown" if reason == "shutdown" else "slow_consumer", retry_ms=retry_ms
-    )
+    known = reason if reason in RECONNECT_REASONS else "slow_consumer"
+    payload = ReconnectPayload(reason=known, retry_ms=retry_ms)
     return b"retry: %d\n\n" % retry_ms + control_frame(positions.text(), Reconnect(data=payload))
 
 

@@ -22,6 +22,7 @@ the feeds read it, the frames loop and a group that releases the stream move it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 QUIET_ENDS = frozenset({"disconnect", "write_failed"})
 """Reasons to end a stream that nobody can be told about."""
+SHUTDOWN = "shutdown"
+TOKEN_EXPIRED = "token_expired"
+"""Why a stream opened with a token ends at its ``exp`` (or SSE_AUTH_MAX_STREAM_SECONDS)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Subscription:
         "_channels",
         "_ended",
         "_group",
+        "_lifetime",
         "_notices",
         "_options",
         "_output",
@@ -76,8 +81,11 @@ class Subscription:
         hub: Hub,
         history: HistoryReader,
         options: StreamOptions,
+        lifetime: float | None = None,
     ) -> None:
         self._channels = tuple(channels)
+        self._lifetime = lifetime
+        """Seconds the stream may stay open (its token's ``exp``); None: no end."""
         self._start = start
         self._notices = notices
         self.hub = hub
@@ -94,7 +102,8 @@ class Subscription:
         return self._options.page_size
 
     def end(self, reason: str) -> None:
-        """End the stream at its next step, without a closing hint (nobody would read it)."""
+        """End the stream at its next step: with a closing hint that says why, unless
+        nobody would read it (``QUIET_ENDS``)."""
         if self._ended is None:
             self._ended = reason
         self._leave_group()
@@ -140,6 +149,9 @@ class Subscription:
     async def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
         """The bytes the stream's task writes; live chunks may reach ``output`` directly."""
         hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
+        expiry = None
+        if self._lifetime is not None:
+            expiry = asyncio.get_running_loop().call_later(self._lifetime, self.end, TOKEN_EXPIRED)
         try:
             for channel in self._channels:
                 sinks.append(await hub.attach(channel))
@@ -162,6 +174,8 @@ class Subscription:
                     try:
                         async for items in items_stream:
                             for piece in frames.pieces(items):
+                                if self._ended is not None:
+                                    raise SinkClosed(self._ended)  # in the middle of a replay
                                 yield frames.render(positions, 0, piece)
                     finally:
                         await items_stream.aclose()
@@ -172,17 +186,19 @@ class Subscription:
                             # A feed yields items of its own channel only.
                             at = index(items[0].channel)
                             for piece in frames.pieces(items):
+                                if self._ended is not None:
+                                    raise SinkClosed(self._ended)
                                 yield frames.render(positions, at, piece)
             except SinkClosed as closed:
                 self._leave_group()
                 if closed.reason in QUIET_ENDS:
                     return
-                retry = (
-                    options.shutdown_retry_ms if closed.reason == "shutdown" else options.retry_ms
-                )
+                retry = options.shutdown_retry_ms if closed.reason == SHUTDOWN else options.retry_ms
                 log.info("closing stream on %s (%s)", ",".join(self._channels), closed.reason)
                 yield frames.closing(positions, closed.reason, retry)
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._output = None
             self._leave_group()
             for sink in sinks:
