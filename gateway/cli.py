@@ -123,5 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         proxy_headers=not fast_path.active,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         http=fast_path.http_protocol or args.http,
+        # The fast path bounds request heads itself; h11 has this one limit of its own.
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
     return 0

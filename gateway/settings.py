@@ -52,6 +52,24 @@ class GatewaySettings(BaseSettings):
         description="Most open streams per token subject (`sub`) and process (429 beyond); "
         "unset: no limit.",
     )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers, bytes); larger: 431. "
+        "Under --http h11, h11's limit on an incomplete head.",
+    )
+    header_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from a connection's start (or its last response) to a complete "
+        "request head; later: 408 and closed (fast path).",
+    )
+    max_waiting_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Most connections waiting for a request head at once, the oldest dropped "
+        "for a new one; at most half the process's descriptor limit (fast path).",
+    )
     channel_pattern: re.Pattern[str] | None = Field(
         default=None,
         description="Regular expression every subscribed channel name must match in full "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -10,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway._fastpath import FastPath
+from gateway._fastpath import FastPath, HeadLimits, http_response, waiting_bound
 from gateway.auth import JwksKeys, TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
 from gateway.http.cors import install_cors, with_cors
-from gateway.http.error_responses import install_error_handlers
+from gateway.http.error_responses import error_body, install_error_handlers
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
 from gateway.runtime import open_runtime
@@ -77,10 +78,39 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
     )
 
 
+def head_limits(settings: GatewaySettings) -> HeadLimits:
+    """The fast path's limits on request heads, with their answers in the gateway's JSON."""
+    too_large = error_body(
+        "request_head_too_large",
+        f"the request line and headers are over {settings.max_header_bytes} bytes",
+        "send fewer or shorter headers (large cookies?); operators raise SSE_MAX_HEADER_BYTES",
+    )
+    too_slow = error_body(
+        "request_head_timeout",
+        f"the request line and headers did not arrive within {settings.header_timeout:g} s",
+        "send the whole request head at once; operators raise SSE_HEADER_TIMEOUT",
+    )
+    return HeadLimits(
+        max_bytes=settings.max_header_bytes,
+        timeout=settings.header_timeout,
+        max_waiting=waiting_bound(settings.max_waiting_connections),
+        too_large=http_response(431, "Request Header Fields Too Large", json_bytes(too_large)),
+        too_slow=http_response(408, "Request Timeout", json_bytes(too_slow)),
+    )
+
+
+def json_bytes(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; Redis and the hub are opened by the lifespan, not at import."""
     settings = settings or GatewaySettings()
-    fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
+    fast_path = FastPath(
+        settings.fast_path,
+        trusted_proxies=settings.forwarded_allow_ips,
+        head_limits=head_limits(settings),
+    )
     if settings.fast_path and fast_path.reason is not None:
         log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
 
