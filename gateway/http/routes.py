@@ -53,7 +53,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     response_class=StreamResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **_error_responses(400, 401, 403, 422, 503),
+        **_error_responses(400, 401, 403, 422, 429, 503, 505),
     },
     openapi_extra={"parameters": [CHANNEL_PARAMETER]},
 )

@@ -33,6 +33,7 @@ from contract.events import BaseEvent
 from gateway.auth import Grant, TokenVerifier
 from gateway.errors import (
     GatewayError,
+    HttpVersionNotSupported,
     InvalidChannel,
     NoChannels,
     RepeatedParameter,
@@ -51,6 +52,11 @@ from gateway.runtime import Runtime
 from gateway.sse import StreamResponse
 
 STREAM_PATH = "/sse"
+
+HTTP_1_0_REFUSED = HttpVersionNotSupported(
+    "SSE streams need HTTP/1.1: HTTP/1.0 has no chunked transfer coding",
+    "send the request as HTTP/1.1 (curl: drop --http1.0; nginx: proxy_http_version 1.1)",
+)
 
 
 def validate_channels(
@@ -156,6 +162,9 @@ class StreamRoute:
         self.admission = admission
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        if scope.get("http_version") == "1.0":
+            # No chunked coding in HTTP/1.0, and uvicorn frames every streamed body so.
+            return error_response(HTTP_1_0_REFUSED)(scope, receive, send)
         try:
             self.admission.admit()
         except GatewayError as exc:
