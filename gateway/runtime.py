@@ -77,6 +77,7 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
                     fast_path=fast_path,
                     send_timeout=settings.send_timeout,
                     tcp_nodelay=settings.tcp_nodelay,
+                    send_buffer=settings.send_buffer_bytes or None,
                     headers=STREAM_HEADERS,
                 ),
                 stream_options=StreamOptions(

@@ -151,6 +151,16 @@ class GatewaySettings(BaseSettings):
     send_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
     )
+    send_buffer_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description=(
+            "Kernel send buffer of each stream's socket (SO_SNDBUF; Linux doubles it), fast "
+            "path. Bounds what a client that stops reading holds in the kernel and what the "
+            "gateway renders for it (autotuned buffers reach megabytes); 0: the kernel's "
+            "autotuning."
+        ),
+    )
     tcp_nodelay: bool = Field(
         default=False,
         description=(

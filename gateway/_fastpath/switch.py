@@ -76,11 +76,14 @@ class FastPath:
         """The uvicorn ``http`` protocol class to run (None: uvicorn's own choice)."""
         return self._http_protocol
 
-    def direct_writes(self, send: Send, *, coalesce: bool) -> ChunkedTransport | None:
+    def direct_writes(
+        self, send: Send, *, coalesce: bool, send_buffer: int | None = None
+    ) -> ChunkedTransport | None:
         """Direct writes to the transport behind a started stream's ``send``, if possible.
 
-        The connection stops reading requests (the response is endless) and, with
-        ``coalesce``, leaves Nagle's algorithm on for its socket."""
+        The connection stops reading requests (the response is endless), with
+        ``coalesce`` leaves Nagle's algorithm on for its socket, and with ``send_buffer``
+        has its kernel send buffer fixed at that many bytes."""
         chunked = self._chunked
         if chunked is None:
             return None
@@ -89,6 +92,8 @@ class FastPath:
             direct.last_on_connection()
             if coalesce:
                 direct.coalesce_writes()
+            if send_buffer is not None:
+                direct.bound_send_buffer(send_buffer)
         return direct
 
     def watch_disconnect(

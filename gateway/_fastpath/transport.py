@@ -115,6 +115,18 @@ class ChunkedTransport:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
+    def bound_send_buffer(self, size: int) -> None:
+        """Fix the kernel's send buffer of this connection at ``size`` bytes.
+
+        Linux grows a socket's send buffer to megabytes (``net.ipv4.tcp_wmem``) for a
+        client that reads nothing: a stalled stream would have the gateway render and
+        copy that much into the kernel before its writes wait, which is memory of the
+        host and CPU a burst of stalled clients takes from everyone else."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
     @property
     def writable(self) -> bool:
         """Whether a write goes out now: the client is there and the buffer has room."""

@@ -88,6 +88,7 @@ class StreamResponses:
         fast_path: FastPath,
         send_timeout: float | None,
         tcp_nodelay: bool,
+        send_buffer: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.streams = streams
@@ -95,6 +96,8 @@ class StreamResponses:
         self.send_timeout = send_timeout
         self.coalesce_writes = not tcp_nodelay
         self.close_linger = CLOSE_LINGER
+        self.send_buffer = send_buffer
+        """Kernel send buffer of streams' sockets, bytes (fast path); None: the kernel's."""
         """Leave Nagle's algorithm on for streams' sockets (fast path only)."""
         self.headers = headers
         prototype = EventSourceResponse(
@@ -166,7 +169,9 @@ class StreamResponse(EventSourceResponse):
             responses = self._responses
             fast_path = responses.fast_path
             server_send = scope.get(SERVER_SEND, send)
-            direct = fast_path.direct_writes(server_send, coalesce=responses.coalesce_writes)
+            direct = fast_path.direct_writes(
+                server_send, coalesce=responses.coalesce_writes, send_buffer=responses.send_buffer
+            )
             # The request's headers have been read (auth, cursor, CORS, access log): a
             # browser's dozen headers and cookies need not live as long as the stream.
             request_headers = scope.get("headers")
