@@ -157,7 +157,8 @@ class JwksKeys:
         self.fetches += 1
         try:
             jwk_set = await asyncio.to_thread(self._client.get_jwk_set, True)
-        except (PyJWKClientError, PyJWKSetError, PyJWKError) as exc:
+        except (PyJWKClientError, PyJWKSetError, PyJWKError, ValueError) as exc:
+            # ValueError: a body that is not JSON, which PyJWT lets through unwrapped.
             self.problem = f"cannot fetch the keys at {self.url}: {exc}"
             log.warning("%s", self.problem)
             return

@@ -100,6 +100,16 @@ async def test_a_token_without_a_kid_or_signed_with_another_alg_is_a_401(
     assert_401(other_alg, "RS256 only")
 
 
+@pytest.mark.parametrize("body", [b"<html>not json</html>", b"[]", b'{"keys": 7}'])
+async def test_a_broken_key_server_is_a_401_that_says_why(
+    jwks_gateway: GatewayProcess, jwks: JwksServer, body: bytes
+) -> None:
+    jwks.body = body
+    response = await asyncio.to_thread(get_sse, jwks_gateway, signed(RSA_KEY, "RS256", "rsa-1"))
+    assert_401(response, "rsa-1", jwks.url)
+    assert "Traceback" not in jwks_gateway.log()
+
+
 async def test_unknown_kids_fetch_the_keys_at_most_once_per_cooldown(
     jwks_gateway: GatewayProcess, jwks: JwksServer
 ) -> None:

@@ -26,6 +26,8 @@ class JwksServer:
 
     def __init__(self) -> None:
         self.keys: list[dict[str, Any]] = []
+        self.body: bytes | None = None
+        """Served instead of the key set when set (a broken key server)."""
         self.delay = 0.0
         self.fetches = 0
         server = self
@@ -34,7 +36,7 @@ class JwksServer:
             def do_GET(self) -> None:
                 server.fetches += 1
                 time.sleep(server.delay)
-                body = json.dumps({"keys": server.keys}).encode()
+                body = server.body or json.dumps({"keys": server.keys}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
