@@ -152,13 +152,14 @@ class GatewaySettings(BaseSettings):
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
     )
     send_buffer_bytes: int = Field(
-        default=256 * 1024,
+        default=0,
         ge=0,
         description=(
             "Kernel send buffer of each stream's socket (SO_SNDBUF; Linux doubles it), fast "
-            "path. Bounds what a client that stops reading holds in the kernel and what the "
-            "gateway renders for it (autotuned buffers reach megabytes); 0: the kernel's "
-            "autotuning."
+            "path; 0: the kernel's autotuning. Autotuned buffers give a client that stops "
+            "reading megabytes, which the gateway renders and copies before its writes "
+            "wait; a fixed size bounds that, at the cost of less slack for clients that "
+            "read in bursts."
         ),
     )
     tcp_nodelay: bool = Field(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -60,17 +61,19 @@ async def read_until(
     return events
 
 
-async def resume_from(gateway: GatewayProcess, redis_url: str, ms: int, seq: int) -> list[Event]:
+async def resume_from(
+    gateway: GatewayProcess, redis_url: str, ms: int, seq: int
+) -> tuple[list[Event], str]:
     cursor = f"target={ms}-{seq},other=live"
     stream = await RawStream.open(gateway.port, CHANNELS, last_event_id=cursor)
     try:
         while stream.last_id is None:
             assert await stream.read() is not None, "the stream ended before it opened"
         assert stream.parser.status == 200
-        marker = f"live-{ms}-{seq}"
+        marker = f"live-{ms}-{seq}-{uuid.uuid4().hex}"  # hypothesis may run an example twice
         await publish(redis_url, "target", marker)
         await publish(redis_url, "other", marker)
-        return await read_until(stream, f"{marker}-0", 2)
+        return await read_until(stream, f"{marker}-0", 2), marker
     finally:
         await stream.aclose()
 
@@ -85,9 +88,9 @@ def test_any_position_of_two_64_bit_integers_yields_an_open_live_stream(
     served: tuple[GatewayProcess, RedisServer], ms: int, seq: int
 ) -> None:
     gateway, redis = served
-    events = asyncio.run(resume_from(gateway, redis.url, ms, seq))
+    events, marker = asyncio.run(resume_from(gateway, redis.url, ms, seq))
     # Both channels go on live: the position of one never costs the other.
-    live = carrying(events, f"live-{ms}-{seq}-0")
+    live = carrying(events, f"{marker}-0")
     assert len(live) == 2, events
     assert not [e for e in events if e.event == "reconnect"], events
     assert "Traceback" not in gateway.log()

@@ -3,8 +3,7 @@
 Concurrent identical reads share one round trip to Redis, and full pages
 anchored on an id (which can never change) are kept in a small LRU for
 clients resuming alike: ten thousand clients resuming from the same place cost
-one read per page. A page read from "earliest" is given for a second to every
-reader asking for the same. Entries are shared beyond the cache too: an entry read again
+one read per page. Entries are shared beyond the cache too: an entry read again
 while another stream still holds it (a page from ``earliest``, a short page at
 the tip, a page evicted from the cache) is that stream's object, with the frame
 built for it, so streams stalled in the same history hold it once.
@@ -21,9 +20,6 @@ from gateway.broker.entry import Entry
 from gateway.broker.interface import Broker, Page
 
 PageKey = tuple[str, bytes | None, int]
-
-EARLIEST_PAGE_SECONDS = 1.0
-"""How long a page read from "earliest" is given to readers asking for the same."""
 
 ENTRY_OVERHEAD = 256
 """Rough bytes of an ``Entry`` object beside its payload and frame."""
@@ -43,8 +39,6 @@ class HistoryReader:
             weakref.WeakValueDictionary()
         )
         """Entries of history pages that some stream or the cache still holds."""
-        self._earliest: dict[PageKey, tuple[float, Page]] = {}
-        """Pages read from "earliest" lately, with when they stop being used."""
         self.redis_reads = 0
         self.cache_hits = 0
 
@@ -60,11 +54,6 @@ class HistoryReader:
             self._cache.move_to_end(key)
             self.cache_hits += 1
             return cached[0]
-        if after is None and count:
-            earliest = self._earliest.get(key)
-            if earliest is not None and earliest[0] > asyncio.get_running_loop().time():
-                self.cache_hits += 1
-                return earliest[1]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._read(key), name=f"history-{channel}")
@@ -80,18 +69,7 @@ class HistoryReader:
         # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.
         if after is not None and count and len(page.entries) == count and self._cache_pages:
             self._remember(key, page)
-        elif after is None and count:
-            self._remember_earliest(key, page)
         return page
-
-    def _remember_earliest(self, key: PageKey, page: Page) -> None:
-        # A page from "earliest" read a moment ago is still a right start: a reader goes on
-        # after its last entry and sees any trim since through the predecessor links. Kept
-        # briefly, it spares a burst of resumers from "earliest" one Redis read each.
-        now = asyncio.get_running_loop().time()
-        for stale in [k for k, (expiry, _) in self._earliest.items() if expiry <= now]:
-            del self._earliest[stale]
-        self._earliest[key] = (now + EARLIEST_PAGE_SECONDS, page)
 
     def _shared(self, page: Page) -> Page:
         """``page`` with every entry that is still held elsewhere replaced by that object."""
