@@ -148,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy_headers=not fast_path.active,
                 forwarded_allow_ips=settings.forwarded_allow_ips,
                 http=fast_path.http_protocol or args.http,
+                # The fast path bounds request heads itself; h11 has this one limit of its own.
+                h11_max_incomplete_event_size=settings.max_header_bytes,
             )
     except UsageError as exc:
         print(f"python -m gateway: error: {exc}", file=sys.stderr)

@@ -36,9 +36,23 @@ class RepeatedParameter(GatewayError):
     code = "repeated_parameter"
 
 
+class HttpVersionNotSupported(GatewayError):
+    """A stream asked for over HTTP/1.0, which cannot frame an endless body as it is sent."""
+
+    status_code = 505
+    code = "http_version_not_supported"
+
+
 class TooManyStreams(GatewayError):
     status_code = 503
     code = "too_many_streams"
+
+
+class TooManyStreamsForSubject(GatewayError):
+    """The token's subject holds its maximum of streams on this process."""
+
+    status_code = 429
+    code = "too_many_streams_for_subject"
 
 
 class MissingToken(GatewayError):

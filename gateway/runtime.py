@@ -108,6 +108,7 @@ async def open_runtime(
                     send_timeout=settings.send_timeout,
                     tcp_nodelay=settings.tcp_nodelay,
                     metrics=metrics,
+                    send_buffer=settings.send_buffer_bytes or None,
                     headers=STREAM_HEADERS,
                 ),
                 stream_options=StreamOptions(

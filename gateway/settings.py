@@ -46,6 +46,30 @@ class GatewaySettings(BaseSettings):
     max_streams: int = Field(
         default=50_000, ge=1, description="Most open streams per process (503 beyond)."
     )
+    max_streams_per_subject: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most open streams per token subject (`sub`) and process (429 beyond); "
+        "unset: no limit.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers, bytes); larger: 431. "
+        "Under --http h11, h11's limit on an incomplete head.",
+    )
+    header_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from a connection's start (or its last response) to a complete "
+        "request head; later: 408 and closed (fast path).",
+    )
+    max_waiting_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Most connections waiting for a request head at once, the oldest dropped "
+        "for a new one; at most half the process's descriptor limit (fast path).",
+    )
     channel_pattern: re.Pattern[str] | None = Field(
         default=None,
         description="Regular expression every subscribed channel name must match in full "
@@ -58,6 +82,24 @@ class GatewaySettings(BaseSettings):
     auth_rs256_public_key: str | None = Field(
         default=None,
         description="RS256 public key for subscriber JWTs: PEM text or a path to a PEM file.",
+    )
+    auth_jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="JWKS URL whose RS256/ES256 keys verify subscriber JWTs (by their `kid`, "
+        "then required); setting it turns auth on.",
+    )
+    auth_jwks_cooldown: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least seconds between two fetches of the JWKS for tokens naming an "
+        "unknown `kid`.",
+    )
+    auth_max_stream_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest a stream opened with a token stays open, even if the token's "
+        "`exp` is later (it ends with a `token_expired` reconnect event); unset: until `exp`.",
     )
     auth_audience: str | None = Field(default=None, description="Required JWT `aud`.")
     auth_issuer: str | None = Field(default=None, description="Required JWT `iss`.")
@@ -108,6 +150,17 @@ class GatewaySettings(BaseSettings):
     )
     send_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
+    )
+    send_buffer_bytes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Kernel send buffer of each stream's socket (SO_SNDBUF; Linux doubles it), fast "
+            "path; 0: the kernel's autotuning. Autotuned buffers give a client that stops "
+            "reading megabytes, which the gateway renders and copies before its writes "
+            "wait; a fixed size bounds that, at the cost of less slack for clients that "
+            "read in bursts."
+        ),
     )
     tcp_nodelay: bool = Field(
         default=False,

@@ -21,6 +21,11 @@ from typing import Any, Protocol
 from gateway.broker.entry import Entry
 
 
+class HistoryRefused(Exception):
+    """Redis refused to read a channel's history after a position (an error reply, not an
+    outage): the position cannot be read from, whatever it names."""
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """Entries after a position, and the channel's tip (its last id ever) when they were read."""
@@ -111,7 +116,8 @@ class Broker(Protocol):
     async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
         """Up to ``count`` entries after ``after`` (None: from the earliest retained).
 
-        Waits through outages (retrying with backoff) rather than failing the caller."""
+        Waits through outages (retrying with backoff) rather than failing the caller;
+        raises ``HistoryRefused`` if Redis answers with an error."""
         ...
 
     async def ping(self) -> None:

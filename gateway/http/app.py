@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -11,12 +12,12 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway._fastpath import FastPath
-from gateway.auth import TokenVerifier, load_rs256_public_key
+from gateway._fastpath import FastPath, HeadLimits, http_response, waiting_bound
+from gateway.auth import JwksKeys, TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
 from gateway.http.api_docs import install_api_docs
 from gateway.http.cors import install_cors, with_cors
-from gateway.http.error_responses import install_error_handlers
+from gateway.http.error_responses import error_body, install_error_handlers
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
 from gateway.metrics import Metrics
@@ -65,10 +66,14 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
         keys["HS256"] = settings.auth_hs256_secret.get_secret_value().encode()
     if settings.auth_rs256_public_key is not None:
         keys["RS256"] = load_rs256_public_key(settings.auth_rs256_public_key)
-    if not keys:
+    jwks = None
+    if settings.auth_jwks_url is not None:
+        jwks = JwksKeys(settings.auth_jwks_url, cooldown=settings.auth_jwks_cooldown)
+    if not keys and jwks is None:
         return None
     return TokenVerifier(
         keys,
+        jwks=jwks,
         audience=settings.auth_audience,
         issuer=settings.auth_issuer,
         claim=settings.auth_channels_claim,
@@ -76,10 +81,39 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
     )
 
 
+def head_limits(settings: GatewaySettings) -> HeadLimits:
+    """The fast path's limits on request heads, with their answers in the gateway's JSON."""
+    too_large = error_body(
+        "request_head_too_large",
+        f"the request line and headers are over {settings.max_header_bytes} bytes",
+        "send fewer or shorter headers (large cookies?); operators raise SSE_MAX_HEADER_BYTES",
+    )
+    too_slow = error_body(
+        "request_head_timeout",
+        f"the request line and headers did not arrive within {settings.header_timeout:g} s",
+        "send the whole request head at once; operators raise SSE_HEADER_TIMEOUT",
+    )
+    return HeadLimits(
+        max_bytes=settings.max_header_bytes,
+        timeout=settings.header_timeout,
+        max_waiting=waiting_bound(settings.max_waiting_connections),
+        too_large=http_response(431, "Request Header Fields Too Large", json_bytes(too_large)),
+        too_slow=http_response(408, "Request Timeout", json_bytes(too_slow)),
+    )
+
+
+def json_bytes(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; Redis and the hub are opened by the lifespan, not at import."""
     settings = settings or GatewaySettings()
-    fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
+    fast_path = FastPath(
+        settings.fast_path,
+        trusted_proxies=settings.forwarded_allow_ips,
+        head_limits=head_limits(settings),
+    )
     if settings.fast_path and fast_path.reason is not None:
         log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
 
@@ -89,9 +123,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, fast_path, metrics) as runtime:
-            app.state.runtime = runtime
-            yield
+        try:
+            async with open_runtime(settings, fast_path, metrics) as runtime:
+                app.state.runtime = runtime
+                yield
+        finally:
+            auth: TokenVerifier | None = app.state.auth
+            if auth is not None and auth.jwks is not None:
+                await auth.jwks.aclose()
 
     app = GatewayApp(
         title="redis-sse-gateway",
@@ -109,7 +148,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
-    admission = StreamAdmission(limit=settings.max_streams)
+    admission = StreamAdmission(
+        limit=settings.max_streams, per_subject=settings.max_streams_per_subject
+    )
     app.stream_entry = with_cors(StreamRoute(admission, metrics), settings)
     app.include_router(router)
     install_api_docs(app)
