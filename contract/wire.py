@@ -133,7 +133,8 @@ def publish_args(
     """ARGV for ``publish.lua``, in its order.
 
     ``token`` is unique per event and the same on every attempt to publish it;
-    ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it.
+    ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it, or how
+    long a caller's idempotency key (the token) is honoured.
     ``notify`` is ``NOTIFY_PUBLISH``, ``NOTIFY_SPUBLISH`` or ``NOTIFY_LATER``;
     ``wait_follows`` says that ``WAIT`` follows on the same connection, so that a retry
     which finds its entry still writes something for ``WAIT`` to wait for.
