@@ -170,3 +170,9 @@ def _as_bytes(value: bytes | str) -> bytes:
 def read_args(after: bytes | None, count: int) -> list[Any]:
     """ARGV for ``read.lua``: entries after ``after`` (``None``: from the earliest)."""
     return [b"-" if after is None else b"(" + after, count]
+
+
+def read_before_args(before: bytes | None, count: int) -> list[Any]:
+    """ARGV for ``read.lua``: the entries just before ``before`` (``None``: the newest),
+    newest first."""
+    return [b"+" if before is None else b"(" + before, count, b"before"]

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.backoff import Backoff
-from contract.wire import NO_ENTRY_ID, Keyspace, read_args, script_source
+from contract.wire import NO_ENTRY_ID, Keyspace, read_args, read_before_args, script_source
 from gateway.broker._pubsub import PubSubConnection
 from gateway.broker.entry import Entry
 from gateway.broker.interface import BrokerListener, Page
@@ -223,11 +223,20 @@ class RedisBroker:
     # -- history ---------------------------------------------------------------
 
     async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
+        return await self._read_page(channel, read_args(after, count))
+
+    async def read_page_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        if before == NO_ENTRY_ID:
+            count = 0  # nothing precedes 0-0, and XREVRANGE refuses to look
+        page = await self._read_page(channel, read_before_args(before, count))
+        return Page(page.tip, page.entries[::-1])
+
+    async def _read_page(self, channel: str, args: list[Any]) -> Page:
         key = self._keyspace.history_key(channel)
         attempt = 0
         while True:
             try:
-                tip, raw = await self._read_script(keys=[key], args=read_args(after, count))
+                tip, raw = await self._read_script(keys=[key], args=args)
                 break
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 # Streams stay open through a Redis outage: wait and read again.
