@@ -22,6 +22,7 @@ from gateway.gc_tuning import tune_for_streams
 from gateway.resume import StreamOptions
 from gateway.settings import GatewaySettings
 from gateway.sse import OpenStreams, StreamResponses
+from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Runtime:
     streams: OpenStreams
     responses: StreamResponses
     stream_options: StreamOptions
+    publisher: Publisher | None = None
+    """The producers' publisher, for HTTP publish (None unless SSE_HTTP_PUBLISH)."""
     draining: bool = False
 
     def drain(self) -> None:
@@ -64,6 +67,12 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
         max_buffer_bytes=settings.client_buffer_bytes,
         flush_interval=settings.flush_interval_ms / 1000,
     )
+    # Its own Redis client: publishes never queue behind history reads, nor these behind them.
+    publisher = (
+        settings.publisher(settings.redis_url, prefix=settings.key_prefix)
+        if settings.http_publish
+        else None
+    )
     try:
         async with broker.listening(hub), OpenStreams(settings.ping_interval) as streams:
             runtime = Runtime(
@@ -84,6 +93,7 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
                     shutdown_retry_ms=settings.shutdown_retry_ms,
                     page_size=settings.history_page_size,
                 ),
+                publisher=publisher,
             )
             watcher = asyncio.create_task(_watch_shutdown(runtime), name="shutdown-watcher")
             try:
@@ -97,6 +107,8 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
     finally:
         await history.aclose()
         await broker.aclose()
+        if publisher is not None:
+            await publisher.aclose()
 
 
 async def _watch_shutdown(runtime: Runtime) -> None:

@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contract.event_modules import load_event_modules
 from gateway._fastpath import FastPath
 from gateway.auth import TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
 from gateway.http.cors import install_cors, with_cors
 from gateway.http.error_responses import install_error_handlers
+from gateway.http.history_route import router as history_router
+from gateway.http.publish_route import router as publish_router
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
 from gateway.runtime import open_runtime
@@ -69,6 +72,7 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
         audience=settings.auth_audience,
         issuer=settings.auth_issuer,
         claim=settings.auth_channels_claim,
+        publish_claim=settings.auth_publish_claim,
         cookie=settings.auth_cookie,
     )
 
@@ -76,6 +80,8 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; Redis and the hub are opened by the lifespan, not at import."""
     settings = settings or GatewaySettings()
+    # Every worker process builds its app: each imports the user's event types itself.
+    load_event_modules(settings.event_modules)
     fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
     if settings.fast_path and fast_path.reason is not None:
         log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
@@ -97,9 +103,15 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.forwarded = fast_path.forwarded
     # Built here, not per request: a bad key fails the start, not the first subscriber.
     app.state.auth = token_verifier(settings)
+    if settings.http_publish and app.state.auth is None:
+        log.warning(
+            "SSE_HTTP_PUBLISH is on without auth: anyone who reaches this gateway can publish"
+        )
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
     app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
     app.include_router(router)
+    app.include_router(history_router)
+    app.include_router(publish_router)
     return app
