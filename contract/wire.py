@@ -4,8 +4,9 @@ Per channel ``c`` under prefix ``p``:
 
 - ``p:{c}:history``: a Redis Stream, the channel's bounded history. Entry
   fields: ``e`` (SSE event name), ``d`` (payload JSON), ``p`` (the id of the
-  entry before it, ``0-0`` for the first), ``i`` (the publisher's random token
-  for the event, so a retry whose first reply was lost finds it, not appends twice).
+  entry before it, ``0-0`` for the first), ``i`` (the publisher's token for the
+  event: random, or ``key:<Idempotency-Key>`` from HTTP publish; a retry whose first
+  reply was lost, or a repeat with the same key, finds it, not appends twice).
 - ``p:{c}:live``: a pub/sub channel carrying each entry once it is appended,
   encoded as ``id\\nprev\\nevent\\ndata``. On one server it is a classic channel
   (``PUBLISH``); on a Redis Cluster a sharded one (``SPUBLISH``/``SSUBSCRIBE``).
