@@ -99,6 +99,11 @@ class BodyTooLarge(GatewayError):
     code = "body_too_large"
 
 
+class BodyTimeout(GatewayError):
+    status_code = 408
+    code = "body_timeout"
+
+
 class InvalidJson(GatewayError):
     code = "invalid_json"
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace
@@ -27,6 +27,7 @@ from producers.publisher import Publisher
 log = logging.getLogger(__name__)
 
 SHUTDOWN_POLL = 0.1
+PUBLISHES_IN_FLIGHT = 256
 
 STREAM_HEADERS = {"Access-Control-Expose-Headers": "Content-Type"}
 
@@ -42,6 +43,10 @@ class Runtime:
     stream_options: StreamOptions
     publisher: Publisher | None = None
     """The producers' publisher, for HTTP publish (None unless SSE_HTTP_PUBLISH)."""
+    publish_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(PUBLISHES_IN_FLIGHT)
+    )
+    """HTTP publishes running at once: each may hold a Redis connection of its own."""
     draining: bool = False
 
     def drain(self) -> None:

@@ -99,8 +99,9 @@ class GatewaySettings(BaseSettings, PublishSettings):
     publish_timeout: float = Field(
         default=5.0,
         gt=0,
-        description="Seconds an HTTP publish waits for Redis (and replicas) before it answers "
-        "503; retry with the same Idempotency-Key to publish once.",
+        description="Seconds an HTTP publish may take to receive its body (408 beyond), and "
+        "again for Redis (and replicas) to take the event (503 beyond: repeat it with the "
+        "same Idempotency-Key to publish it once).",
     )
     publish_idempotency_seconds: float = Field(
         default=60.0,

@@ -282,3 +282,18 @@ async def test_concurrent_identical_reads_back_share_one_redis_read(redis_url: s
     assert {tuple(e.id.decode() for e in p.entries) for p in pages} == {tuple(published[1:])}
     assert reads == 2, "50 concurrent reads share one; a later one reads again (not cached)"
     assert [e.id.decode() for e in again.entries] == published[1:]
+
+
+async def test_a_page_of_large_events_stops_at_4_mb_and_says_more_follow(
+    served: tuple[GatewayProcess, RedisServer],
+) -> None:
+    gateway, redis_server = served
+    big = json.dumps({"message": "x" * 1_000_000}).encode()
+    async with Publisher.from_url(redis_server.url) as publisher:
+        published = [await publisher.publish_raw("big", "echo", big) for _ in range(6)]
+    newest = await asyncio.to_thread(page, gateway, "big", limit=10)
+    assert (ids(newest), newest["has_more"]) == (published[2:], True)  # the nearest four
+    back = await asyncio.to_thread(page, gateway, "big", limit=10, before=published[2])
+    assert (ids(back), back["has_more"]) == (published[:2], False)
+    forward = await asyncio.to_thread(page, gateway, "big", limit=10, after="earliest")
+    assert (ids(forward), forward["has_more"]) == (published[:4], True)

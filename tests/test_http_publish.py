@@ -534,3 +534,50 @@ def test_fuzzed_publish_requests_get_documented_answers_and_never_a_5xx(
     case.call_and_validate(
         base_url=fuzzed_gateway.base_url, timeout=20, excluded_checks=[positive_data_acceptance]
     )
+
+
+# -- slow bodies, and a Redis that refuses -----------------------------------------------
+
+
+async def test_a_body_that_trickles_in_is_a_408_and_writes_nothing(
+    gateway_factory: Callable[..., GatewayProcess], redis_url: str
+) -> None:
+    gateway = gateway_factory(env={**PUBLISH_ON, "SSE_PUBLISH_TIMEOUT": "1"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            b"POST /channels/echo/events HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n" + GOOD[:10]
+        )  # ...and the other 90 bytes never come
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=20)
+        body = await asyncio.wait_for(reader.read(4096), timeout=20)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+    error = json.loads(body)["error"]
+    assert error["code"] == "body_timeout"
+    assert "within 1 s (10 bytes came)" in error["message"]
+    assert await history_entries(redis_url, "echo") == []
+
+
+async def test_a_publish_redis_refuses_is_a_503_that_says_why(
+    gateway_factory: Callable[..., GatewayProcess], redis_url: str
+) -> None:
+    gateway = gateway_factory(env=PUBLISH_ON)
+    async with Redis.from_url(redis_url) as redis:
+        await redis.config_set("maxmemory", "1")  # every write is refused: OOM
+        try:
+            response = await asyncio.to_thread(
+                post_event, gateway.base_url, "echo", "echo", {"message": "x"}
+            )
+        finally:
+            await redis.config_set("maxmemory", "0")
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "publish_unavailable"
+    assert "Redis refused the publish" in error["message"]
+    assert "maxmemory" in error["message"]
+    # Redis takes writes again: so does the gateway.
+    published_id(
+        await asyncio.to_thread(post_event, gateway.base_url, "echo", "echo", {"message": "y"})
+    )

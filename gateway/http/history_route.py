@@ -2,13 +2,13 @@
 
 ``after=<id>`` (or ``earliest``) reads forwards from a position; ``before=<id>`` reads
 back from one; both read forwards through the range between; neither gives the newest
-entries. Either way the page is in publish
-order, at most ``limit`` entries (default 100, at most 1000), and ``has_more`` says
-whether more lay in the direction read. Each entry carries its id, its predecessor's
-id (``prev``: entries between the two are gone when they differ from the previous
-entry's id), its event name and its data as JSON. ``cursor`` resumes an SSE stream of
-the channel right after the page's last entry: load the latest page, then subscribe
-from there, and nothing falls in between.
+entries. Either way the page is in publish order, at most ``limit`` entries (default
+100, at most 1000) and about 4 MB of data, and ``has_more`` says whether more lay in
+the direction read. Each entry carries its id, its predecessor's id (``prev``: entries
+between the two are gone when they differ from the previous entry's id), its event
+name and its data as JSON. ``cursor`` resumes an SSE stream of the channel right after
+the page's last entry: load the latest page, then subscribe from there, and nothing
+falls in between.
 
 Auth is that of subscribing: a token whose channel claim covers the channel. Reads go
 through the gateway's shared history reader (``gateway.broker.history``).
@@ -37,6 +37,8 @@ from gateway.runtime import Runtime
 HISTORY_PATH = "/channels/{channel}/history"
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+"""Payload bytes in one page at most: fewer entries than ``limit`` beyond (``has_more``)."""
 ID_PATTERN = "[0-9]{1,20}(-[0-9]{1,20})?"
 _ID_RE = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")  # ID_PATTERN, with its parts
 _MAX_PART = 2**64 - 1
@@ -111,16 +113,28 @@ async def history(
     if after is None:
         before_id = None if end is None else format_stream_id(end)
         page = await runtime.history.read_before(channel, before_id, limit + 1)
-        entries = page.entries[-limit:]
+        # Read back, the page keeps the entries nearest to where it was read from.
+        entries = within_bytes(page.entries[::-1][:limit], MAX_PAGE_BYTES)[::-1]
     else:
         start = None if after == EARLIEST else position(after, "after")
         after_id = None if start is None else format_stream_id(start)
         count = 0 if start == LARGEST_ID else limit + 1
         page = await runtime.history.read_after(channel, after_id, count)
-        entries = page.entries if end is None else tuple(e for e in page.entries if e.key < end)
-        page = Page(page.tip, entries)
-        entries = entries[:limit]
-    return JSONResponse(page_body(channel, page.tip, entries, len(page.entries) > limit))
+        if end is not None:
+            page = Page(page.tip, tuple(e for e in page.entries if e.key < end))
+        entries = within_bytes(page.entries[:limit], MAX_PAGE_BYTES)
+    has_more = len(page.entries) > len(entries)
+    return JSONResponse(page_body(channel, page.tip, entries, has_more))
+
+
+def within_bytes(entries: tuple[Entry, ...], budget: int) -> tuple[Entry, ...]:
+    """The first entries whose data fits in ``budget`` bytes (the first one always)."""
+    total = 0
+    for index, entry in enumerate(entries):
+        total += len(entry.data)
+        if total > budget and index:
+            return entries[:index]
+    return entries
 
 
 def position(text: str, name: str) -> StreamKey:

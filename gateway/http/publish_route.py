@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictStr, ValidationError
+from redis.exceptions import RedisError
 
 from contract.control import CONTROL_EVENT_NAMES
 from contract.events import BaseEvent, UnknownEvent, event_class, registered_events
@@ -106,7 +107,7 @@ REQUEST_BODY: dict[str, Any] = {
     summary="Publish an event to a channel (SSE_HTTP_PUBLISH=true)",
     status_code=201,
     response_model=Published,
-    responses=documented_errors(400, 401, 403, 404, 413, 415, 422, 503),
+    responses=documented_errors(400, 401, 403, 404, 408, 413, 415, 422, 503),
     openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def publish(
@@ -135,10 +136,12 @@ async def publish(
     if auth is not None:
         auth.authorize_publish(request, channel)
     token = publish_token(idempotency_key)
-    body = parse_request(await read_json(request, settings.publish_max_body_bytes))
+    raw = await read_json(request, settings.publish_max_body_bytes, settings.publish_timeout)
+    body = parse_request(raw)
     event = build_event(body)
     try:
-        async with asyncio.timeout(settings.publish_timeout):
+        # The wait for a slot counts: when Redis is slow, requests queue here, bounded.
+        async with asyncio.timeout(settings.publish_timeout), runtime.publish_slots:
             entry_id = await publisher.publish(
                 channel,
                 event,
@@ -151,9 +154,10 @@ async def publish(
             " (SSE_PUBLISH_TIMEOUT)",
             token,
         ) from None
-    except RedisConfigError as exc:
-        log.error("HTTP publish impossible: %s", exc)
-        raise _unavailable(f"the gateway cannot publish: {exc}", token) from None
+    except (RedisConfigError, RedisError) as exc:
+        # A server that contradicts the settings, or refuses the script (OOM, an ACL...).
+        log.error("HTTP publish to %r refused by Redis: %s", channel, exc)
+        raise _unavailable(f"Redis refused the publish: {exc}", token) from None
     published = Published(
         id=entry_id,
         channel=channel,

@@ -3,18 +3,19 @@
 Refusals say what is wrong before anything happens: a content type other than
 ``application/json`` (415; it is also what keeps cross-site HTML forms from posting
 here), a body over the limit (413, told by ``Content-Length`` or found while
-reading, which stops there), JSON that does not parse (400, with where). ``NaN``
-and ``Infinity`` are not JSON and are refused too.
+reading, which stops there), a body that trickles in (408), JSON that does not parse
+(400, with where). ``NaN`` and ``Infinity`` are not JSON and are refused too.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic_core import from_json
 from starlette.requests import Request
 
-from gateway.errors import BodyTooLarge, InvalidJson, UnsupportedMediaType
+from gateway.errors import BodyTimeout, BodyTooLarge, InvalidJson, UnsupportedMediaType
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -36,18 +37,28 @@ def check_json_content_type(request: Request) -> None:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body's bytes; raises 413 as soon as it is known to be over ``limit`` bytes."""
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body's bytes; raises 413 as soon as it is known to be over ``limit`` bytes, 408
+    if it has not all arrived within ``seconds`` seconds."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit, f"Content-Length says {int(declared)}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit, "it is longer")
-        chunks.append(chunk)
+    try:
+        # uvicorn waits for a body as long as the client sends: a byte a minute would
+        # hold the request (and its memory) for ever.
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit, "it is longer")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeout(
+            f"the body did not arrive within {seconds:g} s ({size} bytes came)",
+            "send the whole body at once",
+        ) from None
     return b"".join(chunks)
 
 
@@ -66,10 +77,11 @@ def parse_json(body: bytes) -> Any:
         ) from None
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Content type checked, body read within ``limit`` bytes, JSON parsed."""
+async def read_json(request: Request, limit: int, seconds: float) -> Any:
+    """Content type checked, body read within ``limit`` bytes and ``seconds`` seconds, JSON
+    parsed."""
     check_json_content_type(request)
-    return parse_json(await read_body(request, limit))
+    return parse_json(await read_body(request, limit, seconds))
 
 
 def _too_large(limit: int, found: str) -> BodyTooLarge:
