@@ -581,3 +581,42 @@ async def test_a_publish_redis_refuses_is_a_503_that_says_why(
     published_id(
         await asyncio.to_thread(post_event, gateway.base_url, "echo", "echo", {"message": "y"})
     )
+
+
+# -- a page on another origin --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("publish_on", "allowed"), [(True, True), (False, False)])
+def test_cross_origin_pages_may_post_events_only_where_http_publish_is_on(
+    gateway_factory: Callable[..., GatewayProcess], publish_on: bool, allowed: bool
+) -> None:
+    origin = "https://app.example.com"
+    env = {"SSE_CORS_ORIGINS": origin, **(PUBLISH_ON if publish_on else {})}
+    gateway = gateway_factory(env=env)
+    preflight = httpx.options(
+        publish_url(gateway.base_url, "echo"),
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, idempotency-key, authorization",
+        },
+        timeout=10,
+    )
+    if not allowed:
+        assert preflight.status_code == 400
+        assert preflight.json()["error"]["code"] == "cors_rejected"
+        return
+    assert preflight.status_code == 200, preflight.text
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    headers = {
+        h.strip().lower() for h in preflight.headers["access-control-allow-headers"].split(",")
+    }
+    assert {"content-type", "idempotency-key", "authorization"} <= headers
+    posted = httpx.post(
+        publish_url(gateway.base_url, "echo"),
+        json={"event": "echo", "data": {"message": "from a page"}},
+        headers={"Origin": origin},
+        timeout=10,
+    )
+    assert posted.status_code == 201
+    assert posted.headers["access-control-allow-origin"] == origin
