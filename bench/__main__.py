@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample the Python servers with py-spy during these scenarios "
         "(collapsed stacks in <out>/profiles, a summary in results.json)",
     )  # fmt: skip
+    parser.add_argument(
+        "--metrics-cost", action="store_true",
+        help="run moderate and fan-out again on gateways with SSE_METRICS=true (scraped every "
+        f"{suite.METRICS_SCRAPE_SECONDS:g} s) and =false: CPU per delivery on vs off (ours only)",
+    )  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="keep the run directory")
     return parser
 
@@ -93,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sweep=not args.quick if args.sweep is None else args.sweep,
         py_spy=args.profile,
         profile_dir=args.out / "profiles",
+        metrics_cost=args.metrics_cost,
     )
     begun, load_before = time.monotonic(), load_average()
     results = asyncio.run(suite.run(opts))

@@ -159,7 +159,49 @@ def targets(systems: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "RSS within 5%, fds and tasks flat, nothing lost",
             bool(soak["met"] and soak["fds_flat"] and soak["tasks_flat"]),
         )
+    cost = ours.get("metrics_cost")
+    if isinstance(cost, dict) and "moderate" in cost:
+        row(
+            "issue 12: metrics cost",
+            f"CPU per delivery +{_num(cost['moderate']['overhead_pct'], 2)}% at the moderate "
+            f"load, +{_num(cost['fanout'].get('overhead_pct'), 2)}% at the fan-out step "
+            f"{_num(cost['fanout']['top_common_step'])}/s",
+            f"<= {cost['target_pct']:g}% CPU per delivery",
+            cost["met"],
+        )
     return rows
+
+
+def _metrics_cost_table(cost: dict[str, Any]) -> list[str]:
+    moderate, fanout = cost["moderate"], cost["fanout"]
+    header = ["load", "CPU µs/delivery, metrics on", "off", "overhead"]
+    return [
+        "## Metrics cost (SSE_METRICS on, scraped, vs off)",
+        "",
+        _row(header),
+        _row(["---"] * len(header)),
+        _row(
+            [
+                "moderate",
+                _num(moderate["cpu_us_per_delivery_on"], 3),
+                _num(moderate["cpu_us_per_delivery_off"], 3),
+                f"{_num(moderate['overhead_pct'], 2)}%",
+            ]
+        ),
+        _row(
+            [
+                f"fan-out, {_num(fanout['top_common_step'])}/s offered (top step both sustained)",
+                _num(fanout.get("cpu_us_per_delivery_on"), 3),
+                _num(fanout.get("cpu_us_per_delivery_off"), 3),
+                f"{_num(fanout.get('overhead_pct'), 2)}%",
+            ]
+        ),
+        "",
+        f"Max sustained fan-out: {_num(fanout['max_sustained_on'])}/s on, "
+        f"{_num(fanout['max_sustained_off'])}/s off. /metrics scraped "
+        f"{cost['scrapes']['count']} times while on ({cost['scrapes']['ok']} answered 200).",
+        "",
+    ]
 
 
 def _loads(machine: dict[str, Any]) -> str:
@@ -304,6 +346,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         fan = data.get("fanout")
         if isinstance(fan, dict) and "steps" in fan:
             out += [*_steps_table(name, fan), ""]
+    cost = systems.get("ours", {}).get("metrics_cost")
+    if isinstance(cost, dict) and "moderate" in cost:
+        out += _metrics_cost_table(cost)
     errors = [
         (s, n, r["error"])
         for s, d in systems.items()

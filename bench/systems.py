@@ -226,10 +226,17 @@ async def _wait_ready(server: Server, within: float = 30.0) -> None:
 
 @contextlib.asynccontextmanager
 async def started(
-    system: str, run_dir: Path, *, workers: int = 1, env: dict[str, str] | None = None
+    system: str,
+    run_dir: Path,
+    *,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    label: str | None = None,
 ) -> AsyncIterator[Server]:
-    """Start ``system`` (and its redis-server); stop everything when the block ends."""
-    log_dir = run_dir / (system if workers == 1 else f"{system}-w{workers}")
+    """Start ``system`` (and its redis-server); stop everything when the block ends.
+
+    ``label`` names its log directory when the same system runs several times."""
+    log_dir = run_dir / (label or (system if workers == 1 else f"{system}-w{workers}"))
     log_dir.mkdir(parents=True, exist_ok=True)
     if system == "nchan":
         proc, port = await nchan.start_nchan(log_dir)

@@ -47,7 +47,10 @@ class CursorInvalid(BaseEvent[CursorInvalidPayload]):
 class ReconnectPayload(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    reason: Literal["shutdown", "slow_consumer"]
+    reason: str
+    """Why the stream ends: ``shutdown``, ``slow_consumer``, ``token_expired``...
+    A plain string, not a closed set: a client built against this contract must still
+    read the reasons a newer gateway adds."""
     retry_ms: int
 
 

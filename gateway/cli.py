@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 import sse_starlette  # noqa: F401 - installs its SIGTERM hook before uvicorn captures signals
@@ -17,6 +19,9 @@ from redis.asyncio.connection import parse_url
 from contract.event_modules import EventModuleError, load_event_modules
 from contract.wire import InvalidPrefix, Keyspace
 from gateway._fastpath import FastPath
+from gateway.logs import uvicorn_log_config
+from gateway.metrics.multiprocess import ENV as METRICS_DIR_ENV
+from gateway.metrics.multiprocess import metrics_dir
 from gateway.settings import GatewaySettings
 
 
@@ -95,6 +100,23 @@ def load_settings() -> GatewaySettings:
     return settings
 
 
+@contextlib.contextmanager
+def worker_metrics(settings: GatewaySettings, workers: int) -> Iterator[Path | None]:
+    """The workers' shared metrics directory for this run (``gateway.metrics.multiprocess``)."""
+    if not settings.metrics:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            path = stack.enter_context(metrics_dir(workers))
+        except OSError as exc:
+            raise UsageError(
+                f"cannot use {os.environ.get(METRICS_DIR_ENV)!r} as {METRICS_DIR_ENV}: "
+                f"{exc.strerror or exc}"
+            ) from None
+        yield path
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -116,18 +138,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["SSE_FAST_PATH"] = "false"
         settings = settings.model_copy(update={"fast_path": False})
     fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
-    uvicorn.run(
-        "gateway.http.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
-        # On the fast path GatewayApp applies forwarded headers itself, without a frame.
-        proxy_headers=not fast_path.active,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        http=fast_path.http_protocol or args.http,
-    )
+    try:
+        with worker_metrics(settings, args.workers):
+            uvicorn.run(
+                "gateway.http.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+                log_config=uvicorn_log_config(settings.log_format, args.log_level),
+                access_log=args.access_log,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_period) + 2,
+                # On the fast path GatewayApp applies forwarded headers itself, without a frame.
+                proxy_headers=not fast_path.active,
+                forwarded_allow_ips=settings.forwarded_allow_ips,
+                http=fast_path.http_protocol or args.http,
+            )
+    except UsageError as exc:
+        print(f"python -m gateway: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -149,3 +149,10 @@ class InvalidHistoryQuery(GatewayError):
     """A history position or limit that cannot be read."""
 
     code = "invalid_history_query"
+
+
+class MetricsOff(GatewayError):
+    """``GET /metrics`` on a gateway with SSE_METRICS=false."""
+
+    status_code = 404
+    code = "metrics_off"

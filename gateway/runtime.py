@@ -2,7 +2,8 @@
 
 This is where the parts meet: the broker (Redis), the history reader over it,
 the hub that listens to the broker, the open streams and the factory of their
-responses. Nothing here is created at import; everything is closed on exit.
+responses, and the Prometheus export that reads them all. Nothing here is
+created at import; everything is closed on exit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -19,6 +21,9 @@ from gateway._fastpath import FastPath, server_exiting
 from gateway.broker import Broker, HistoryReader, RedisBroker
 from gateway.fanout import Hub
 from gateway.gc_tuning import tune_for_streams
+from gateway.metrics import Metrics
+from gateway.metrics.multiprocess import ENV as MULTIPROCESS_DIR
+from gateway.metrics.prometheus import PrometheusExport, Sample
 from gateway.resume import StreamOptions
 from gateway.settings import GatewaySettings
 from gateway.sse import OpenStreams, StreamResponses
@@ -41,6 +46,9 @@ class Runtime:
     streams: OpenStreams
     responses: StreamResponses
     stream_options: StreamOptions
+    metrics: Metrics
+    export: PrometheusExport | None = None
+    """``GET /metrics``; None when SSE_METRICS is off."""
     publisher: Publisher | None = None
     """The producers' publisher, for HTTP publish (None unless SSE_HTTP_PUBLISH)."""
     publish_slots: asyncio.Semaphore = field(
@@ -53,24 +61,46 @@ class Runtime:
         """Stop serving: every stream gets a short retry hint and closes."""
         if not self.draining:
             self.draining = True
-            log.info("draining %d streams", self.streams.open)
+            log.info("draining", extra={"streams": self.streams.open})
             self.hub.close_all("shutdown")
+
+    def sample(self) -> Sample:
+        """The gauges of this process now, for the Prometheus export."""
+        hub = self.hub.stats()
+        return Sample(
+            streams_open=self.streams.open,
+            channels=hub.channels,
+            grouped=hub.grouped,
+            own=hub.streams - hub.grouped,
+            groups=hub.groups,
+            draining=self.draining,
+            nodes=self.broker.stats().nodes,
+            channel_streams=(
+                self.hub.streams_per_channel() if self.metrics.channels is not None else {}
+            ),
+        )
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    settings: GatewaySettings, fast_path: FastPath, metrics: Metrics
+) -> AsyncIterator[Runtime]:
     """Open the broker, the hub and the history reader; close all of them on exit."""
     tune_for_streams()
     backoff = Backoff(settings.redis_backoff_initial, settings.redis_backoff_max)
     broker = RedisBroker(settings.redis_url, Keyspace(settings.key_prefix), backoff=backoff)
     history = HistoryReader(
-        broker, cache_pages=settings.history_cache_pages, cache_bytes=settings.history_cache_bytes
+        broker,
+        cache_pages=settings.history_cache_pages,
+        cache_bytes=settings.history_cache_bytes,
+        metrics=metrics,
     )
     hub = Hub(
         broker,
         max_buffer_events=settings.client_buffer_events,
         max_buffer_bytes=settings.client_buffer_bytes,
         flush_interval=settings.flush_interval_ms / 1000,
+        metrics=metrics,
     )
     # Its own Redis client: publishes never queue behind history reads, nor these behind them.
     publisher = (
@@ -79,7 +109,7 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
         else None
     )
     try:
-        async with broker.listening(hub), OpenStreams(settings.ping_interval) as streams:
+        async with broker.listening(hub), OpenStreams(settings.ping_interval, metrics) as streams:
             runtime = Runtime(
                 settings=settings,
                 broker=broker,
@@ -91,29 +121,52 @@ async def open_runtime(settings: GatewaySettings, fast_path: FastPath) -> AsyncI
                     fast_path=fast_path,
                     send_timeout=settings.send_timeout,
                     tcp_nodelay=settings.tcp_nodelay,
+                    metrics=metrics,
                     headers=STREAM_HEADERS,
                 ),
                 stream_options=StreamOptions(
                     retry_ms=settings.retry_ms,
                     shutdown_retry_ms=settings.shutdown_retry_ms,
                     page_size=settings.history_page_size,
+                    metrics=metrics,
                 ),
+                metrics=metrics,
                 publisher=publisher,
             )
-            watcher = asyncio.create_task(_watch_shutdown(runtime), name="shutdown-watcher")
-            try:
-                yield runtime
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-                runtime.drain()
-                hub.close()
+            async with _exported(runtime):
+                watcher = asyncio.create_task(_watch_shutdown(runtime), name="shutdown-watcher")
+                try:
+                    yield runtime
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+                    runtime.drain()
+                    hub.close()
     finally:
         await history.aclose()
         await broker.aclose()
         if publisher is not None:
             await publisher.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _exported(runtime: Runtime) -> AsyncIterator[None]:
+    """The runtime's Prometheus export, kept in sync while the block runs (SSE_METRICS)."""
+    if not runtime.settings.metrics:
+        yield
+        return
+    export = runtime.export = PrometheusExport(
+        runtime.metrics, runtime.sample, multiprocess_dir=os.environ.get(MULTIPROCESS_DIR)
+    )
+    syncing = asyncio.create_task(export.keep_synced(), name="metrics-sync")
+    try:
+        yield
+    finally:
+        syncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncing
+        export.close()
 
 
 async def _watch_shutdown(runtime: Runtime) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -172,11 +172,37 @@ class GatewaySettings(BaseSettings, PublishSettings):
             "ones); false: the stock path, ASGI send/receive only."
         ),
     )
+    metrics: bool = Field(
+        default=True,
+        description=(
+            "Serve Prometheus metrics at GET /metrics and time flushes, deliveries and "
+            "stream opens; false: /metrics answers 404 and only /stats's counts are kept."
+        ),
+    )
+    metrics_channel_labels: int = Field(
+        default=0,
+        ge=0,
+        le=10_000,
+        description=(
+            "Per-channel metrics (deliveries, events, streams) for the first N channels a "
+            "process sees, the rest counted as `_other`; 0: none (channel names stay out "
+            "of the metrics)."
+        ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="Log lines as text for people or as one JSON object per line.",
+    )
     forwarded_allow_ips: str = Field(
         default="127.0.0.1,::1",
         validation_alias=AliasChoices("FORWARDED_ALLOW_IPS", "SSE_FORWARDED_ALLOW_IPS"),
         description="Proxies whose X-Forwarded-For/-Proto are believed (uvicorn's rules).",
     )
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("max_cursor_length")
     @classmethod

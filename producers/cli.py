@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from contract.channels import InvalidChannelName, validate_channel
 from contract.event_modules import EventModuleError, load_event_modules
 from contract.events import BaseEvent, Echo, EchoPayload, ReverseEcho
+from contract.logs import configure as configure_logging
 from contract.redis_target import RedisConfigError, RedisTarget
 from contract.wire import InvalidPrefix, Keyspace
 from producers.publisher import Publisher
@@ -46,6 +48,13 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
+def _interval(text: str) -> float:
+    value = _positive_float(text)
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
     return value
 
 
@@ -98,7 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--log-level",
             default="info",
             choices=["debug", "info", "warning", "error"],
-            help="log level (default: info)",
+            help="log level (default: info; debug adds a line per event)",
+        )
+        sub.add_argument(
+            "--log-every",
+            type=_interval,
+            default=10.0,
+            metavar="SECONDS",
+            help="seconds between summary lines of what was published (default: 10)",
         )
     return parser
 
@@ -117,6 +133,54 @@ async def until_stopped(work: Awaitable[T], stop: asyncio.Event) -> asyncio.Futu
     return None if stopped else task
 
 
+class Summary:
+    """A line every ``every`` seconds about what was published, instead of one per event."""
+
+    def __init__(self, channel: str, every: float) -> None:
+        self.channel = channel
+        self.every = every
+        self.total = 0
+        self._since = 0
+        self._began = self._last = time.monotonic()
+        self._last_id = ""
+
+    def published(self, event: BaseEvent[Any], entry_id: str) -> None:
+        self.total += 1
+        self._since += 1
+        self._last_id = entry_id
+        log.debug(
+            "published",
+            extra={"channel": self.channel, "event_name": event.event_name, "id": entry_id},
+        )
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._line(now)
+
+    def _line(self, now: float) -> None:
+        log.info(
+            "published events",
+            extra={
+                "channel": self.channel,
+                "events": self._since,
+                "seconds": round(now - self._last, 1),
+                "total": self.total,
+                "last_id": self._last_id,
+            },
+        )
+        self._since, self._last = 0, now
+
+    def stopped(self, kind: str) -> None:
+        log.info(
+            "producer stopped",
+            extra={
+                "producer": kind,
+                "channel": self.channel,
+                "total": self.total,
+                "seconds": round(time.monotonic() - self._began, 1),
+            },
+        )
+
+
 async def run(
     publisher: Publisher,
     *,
@@ -126,8 +190,10 @@ async def run(
     interval: float,
     count: int | None,
     stop: asyncio.Event,
+    summary: Summary | None = None,
 ) -> int:
     """Publish until ``count`` events are out or ``stop`` is set; return how many were published."""
+    summary = summary or Summary(channel, every=10.0)
     published = 0
     while not stop.is_set() and (count is None or published < count):
         event = make_event(message)
@@ -138,7 +204,7 @@ async def run(
             break
         entry_id = publish.result()
         published += 1
-        log.info("published %s #%d to %r as %s", event.event_name, published, channel, entry_id)
+        summary.published(event, entry_id)
         if interval and (count is None or published < count):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -157,21 +223,24 @@ async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
     publisher = settings.publisher(
         settings.redis_url, prefix=settings.key_prefix, mode=settings.redis_mode
     )
+    summary = Summary(channel, every=args.log_every)
     async with publisher:
         connected = await until_stopped(publisher.connect(), stop)
         if connected is None:
             log.warning("stopped before Redis could be reached")
             return 0
         log.info(
-            "%s producer publishing to %r every %ss via %s (%s, replicas: %s)",
-            args.kind,
-            channel,
-            args.interval,
-            RedisTarget.parse(settings.redis_url).describe(),
-            connected.result(),
-            settings.publish_replicas,
+            "producer started",
+            extra={
+                "producer": args.kind,
+                "channel": channel,
+                "interval_s": args.interval,
+                "redis": RedisTarget.parse(settings.redis_url).describe(),
+                "mode": connected.result(),
+                "replicas": settings.publish_replicas,
+            },
         )
-        published = await run(
+        await run(
             publisher,
             channel=channel,
             make_event=make_event,
@@ -179,8 +248,9 @@ async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
             interval=args.interval,
             count=args.count,
             stop=stop,
+            summary=summary,
         )
-    log.info("%s producer stopped after %d events", args.kind, published)
+    summary.stopped(args.kind)
     return 0
 
 
@@ -206,16 +276,12 @@ def load_settings() -> ProducerSettings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
         settings = load_settings()
     except UsageError as exc:
         print(f"python -m producers: error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format, args.log_level)
     try:
         return asyncio.run(_main(args, settings))
     except RedisConfigError as exc:  # the server contradicts the settings

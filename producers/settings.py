@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -87,3 +89,9 @@ class ProducerSettings(BaseSettings, PublishSettings):
     key_prefix: str = "sse"
     event_modules: EventModules = ()
     """Modules whose ``BaseEvent`` subclasses are imported at start (``SSE_EVENT_MODULES``)."""
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("idle_memory", "fanout", "moderate", "multiplex", "resume_storm")
 
 
-@pytest.mark.timeout(170)
-def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: Path) -> None:
-    out = tmp_path / "results"
+def run_bench(out: Path, *args: str) -> dict[str, Any]:
+    """``python -m bench --quick <args>`` to completion; its results.json."""
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", *args, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -32,8 +32,14 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
         check=False,
     )
     assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stderr[-4000:]}"
+    results: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return results
 
-    results = json.loads((out / "results.json").read_text())
+
+@pytest.mark.timeout(170)
+def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    results = run_bench(out)
     markdown = (out / "results.md").read_text()
     assert results["nothing_lost"], results["lost_in"]
     assert results["errors"] == []
@@ -58,3 +64,17 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     assert ours["resume_storm"]["complete"] == ours["resume_storm"]["clients"]
     assert ours["multiplex"]["nothing_lost"]
     assert ours["multiplex"]["cpu_ratio"] is not None
+
+
+@pytest.mark.timeout(170)
+def test_quick_metrics_cost_runs_the_gateway_with_metrics_on_and_off(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    results = run_bench(out, "--only", "ours", "--scenarios", "moderate", "--metrics-cost")
+    cost = results["systems"]["ours"]["metrics_cost"]
+    assert cost["nothing_lost"], cost
+    for name in ("on", "off"):
+        moderate = cost["runs"][name]["moderate"]
+        assert moderate["delivered"] == moderate["expected"], (name, moderate)
+    assert cost["moderate"]["cpu_us_per_delivery_on"] is not None
+    assert cost["moderate"]["cpu_us_per_delivery_off"] is not None
+    assert "## Metrics cost (SSE_METRICS on, scraped, vs off)" in (out / "results.md").read_text()

@@ -12,12 +12,10 @@ fails these tests with a message instead of skipping them.
 from __future__ import annotations
 
 import json
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,21 +33,20 @@ from tests.support.assertions import (
     numbered,
     publish_numbered,
 )
+from tests.support.browser import chromium
 from tests.support.ports import free_port
 from tests.support.processes import GatewayProcess
 
 try:
-    from playwright.async_api import Browser, Page, Request, async_playwright
+    from playwright.async_api import Browser, Page, Request
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # pragma: no cover - reported by the fixture as a failure
-    async_playwright = None
+    pass
 
 # One Chromium for the whole module (a launch costs seconds): the tests and the browser
 # fixtures share the module's event loop, each test gets a fresh browser context.
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-CHROMIUM = Path(os.environ.get("SSE_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BOTH = "/sse?channel=echo&channel=reverse_echo"
 CHANNEL_EVENTS = ("echo", "reverse_echo")
 
@@ -148,28 +145,10 @@ class BrowserStream:
         return values
 
 
-def require_browser() -> None:
-    """Fail (not skip) when the browser cannot run: CI installs both parts."""
-    if async_playwright is None:
-        pytest.fail("playwright is not installed: pip install -e '.[test]' (scripts/test does)")
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(
-            f"Chromium not found at {CHROMIUM}: install Debian's package "
-            "(apt-get install chromium; scripts/test does) or set SSE_TEST_CHROMIUM"
-        )
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    require_browser()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=30_000
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -65,8 +65,9 @@ def ids(messages: Sequence[LiveMessage]) -> list[str]:
 
 
 def published_ids(producer: ProducerProcess) -> list[str]:
-    """The entry ids a producer process logged as published, in order."""
-    return re.findall(r"published echo #\d+ to '[^']+' as (\S+)", producer.log())
+    """The entry ids a producer process logged as published (at debug, in JSON), in order."""
+    lines = [json.loads(line) for line in producer.log().splitlines()]
+    return [line["id"] for line in lines if line["event"] == "published"]
 
 
 async def wait_for_shortfall(caplog: pytest.LogCaptureFixture, publish: asyncio.Task[str]) -> None:
@@ -98,7 +99,13 @@ async def test_producers_publish_to_channels_on_all_three_masters(
         ]
         producers = [
             cluster_producer_factory(
-                "echo", redis_url=url, channel=channel, count=count, interval=0
+                "echo",
+                redis_url=url,
+                channel=channel,
+                count=count,
+                interval=0,
+                log_level="debug",
+                env={"SSE_LOG_FORMAT": "json"},
             )
             for url, channel in zip(urls, channels, strict=True)
         ]

@@ -1,40 +1,54 @@
-"""The deployment files: docker-compose.yml, Dockerfile and the nginx configuration.
+"""The deployment files: docker-compose.yml, Dockerfile, nginx, Prometheus and Grafana.
 
 No Docker engine runs here, so the containers are not started. What can be checked
 without one is: the compose file names the services, images, ports and healthchecks
 the design asks for; its commands are accepted by our own command lines; the
 healthcheck one-liner works against a real gateway; the Dockerfile runs as a non-root
-user; and Debian's nginx accepts the shipped configuration (``nginx -t``).
+user; Debian's nginx accepts the shipped configuration (``nginx -t``) and keeps
+/metrics to itself; Prometheus scrapes every gateway of the compose file; and every
+query of the Grafana dashboard names metrics and labels that a real gateway exposes
+(its /metrics read with prometheus-client's parser).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from gateway.cli import build_parser as gateway_parser
 from producers.cli import build_parser as producer_parser
+from producers.publisher import Publisher
+from tests.support.assertions import publish_numbered
+from tests.support.metrics import Exposition, parse, scrape, wait_for_metrics
 from tests.support.nginx import (
     MAKE_CERT,
     NGINX_CONF,
     UPSTREAM_SERVER,
+    NginxProcess,
     check_config,
     make_certificate,
     render_config,
 )
 from tests.support.ports import free_port
 from tests.support.processes import ROOT, GatewayProcess
+from tests.support.sse import sse_connect
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
+PROMETHEUS_CONF = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD = GRAFANA / "dashboards" / "redis-sse-gateway.json"
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +90,25 @@ def seconds(duration: str) -> float:
     return float(match[1]) * {"ms": 0.001, "s": 1, "m": 60}[match[2]]
 
 
+def mounts(service: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> the repository path mounted there."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = (ROOT / source).resolve()
+    return found
+
+
 def test_compose_names_every_service(services: dict[str, Any]) -> None:
-    assert {"redis", "producer-echo", "producer-reverse-echo", "nginx"} <= set(services)
+    assert {
+        "redis",
+        "producer-echo",
+        "producer-reverse-echo",
+        "nginx",
+        "prometheus",
+        "grafana",
+    } <= set(services)
     assert len(gateway_names(services)) >= 2, "at least two gateway replicas"
 
 
@@ -143,7 +174,7 @@ def test_compose_nginx_is_published_on_one_port_with_the_shipped_config(
     for name in gateway_names(services):
         assert depends_on_healthy(nginx, name), name
     published = [name for name, service in services.items() if service.get("ports")]
-    assert published == ["nginx"]
+    assert published == ["nginx", "grafana"]  # the gateways and Prometheus stay inside
 
 
 def test_compose_makes_the_certificate_nginx_reads_before_nginx_starts(
@@ -266,3 +297,125 @@ def test_dockerfile_builds_one_slim_non_root_image() -> None:
     assert cmd.startswith('CMD ["python", "-m", "gateway"'), "exec form, the gateway by default"
     ignored = DOCKERIGNORE.read_text().split()
     assert {".git", ".venv"} <= set(ignored)
+
+
+def test_compose_prometheus_scrapes_every_gateway_directly(services: dict[str, Any]) -> None:
+    prometheus = services["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert mounts(prometheus)["/etc/prometheus/prometheus.yml"] == PROMETHEUS_CONF
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    for name in gateway_names(services):
+        assert depends_on_healthy(prometheus, name), name
+    config = yaml.safe_load(PROMETHEUS_CONF.read_text())
+    (job,) = config["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    targets = [target for group in job["static_configs"] for target in group["targets"]]
+    assert sorted(targets) == [f"{name}:8000" for name in gateway_names(services)]
+
+
+def test_compose_grafana_provisions_prometheus_and_the_dashboard(
+    services: dict[str, Any],
+) -> None:
+    grafana = services["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")
+    assert grafana["ports"] == ["3000:3000"]
+    assert depends_on_healthy(grafana, "prometheus")
+    mounted = mounts(grafana)
+    assert mounted["/etc/grafana/provisioning"] == (GRAFANA / "provisioning").resolve()
+    assert mounted["/var/lib/grafana/dashboards"] == DASHBOARD.parent.resolve()
+    (source,) = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    assert (source["type"], source["url"]) == ("prometheus", "http://prometheus:9090")
+    (provider,) = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "redis-sse-gateway.yml").read_text()
+    )["providers"]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    home = env(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"/var/lib/grafana/dashboards/{DASHBOARD.name}"
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [
+        panel
+        for top in dashboard["panels"]
+        for panel in [top, *top.get("panels", [])]
+        if panel.get("type") != "row"
+    ]
+    return [target["expr"] for panel in panels for target in panel["targets"]]
+
+
+# Label names Prometheus adds to every scraped series, and histogram bucket bounds.
+TARGET_LABELS = {"instance", "job", "le"}
+
+
+def test_the_dashboard_covers_what_operators_watch() -> None:
+    queries = " ".join(dashboard_queries())
+    for metric in (
+        "sse_gateway_streams_open",
+        "sse_gateway_deliveries_total",
+        "sse_gateway_publish_latency_seconds_bucket",
+        "sse_gateway_history_gaps_total",
+        "sse_gateway_redis_reconnects_total",
+    ):
+        assert metric in queries, metric
+    assert "histogram_quantile(0.99" in queries
+    assert "by (instance, pid)" in queries  # per worker
+
+
+def query_problems(queries: list[str], exposition: Exposition) -> list[str]:
+    """Metric and grouping-label names in ``queries`` that ``exposition`` does not have."""
+    labels = TARGET_LABELS | {label for s in exposition.samples for label in s.labels}
+    problems = []
+    for query in queries:
+        names = set(re.findall(r"\bsse_gateway_\w+", query))
+        if not names:
+            problems.append(f"{query}: reads no gateway metric")
+        for name in sorted(names - exposition.names):
+            problems.append(f"{query}: no metric {name}")
+        for grouped in re.findall(r"\bby \(([^)]*)\)", query):
+            for label in sorted({label.strip() for label in grouped.split(",")} - labels):
+                problems.append(f"{query}: no label {label}")
+    return problems
+
+
+async def test_the_dashboards_queries_name_metrics_and_labels_a_gateway_exposes(
+    gateway_factory: Callable[..., GatewayProcess], redis_url: str
+) -> None:
+    # Two workers: the per-worker panels' pid label exists only in multiprocess mode.
+    gateway = gateway_factory(workers=2)
+    async with sse_connect(gateway.base_url, ["echo"]) as stream:
+        async with Publisher.from_url(redis_url) as publisher:
+            await publish_numbered(publisher, "echo", range(3))
+        await stream.take(3, timeout=10)
+    exposition = await wait_for_metrics(
+        gateway, lambda m: m.value("sse_gateway_deliveries_total") == 3
+    )
+    queries = dashboard_queries()
+    assert len(queries) > 20
+    assert query_problems(queries, exposition) == []
+
+
+def test_the_query_check_reports_a_misspelt_metric_or_label() -> None:
+    exposition = parse(
+        '# TYPE sse_gateway_streams_open gauge\nsse_gateway_streams_open{pid="1"} 3\n'
+    )
+    assert query_problems(["sum by (pid) (sse_gateway_streams_open)"], exposition) == []
+    assert query_problems(["sum(sse_gateway_streams_opne)"], exposition) == [
+        "sum(sse_gateway_streams_opne): no metric sse_gateway_streams_opne"
+    ]
+    assert query_problems(["sum by (node) (sse_gateway_streams_open)"], exposition) == [
+        "sum by (node) (sse_gateway_streams_open): no label node"
+    ]
+
+
+def test_nginx_keeps_metrics_to_itself_and_answers_in_json(
+    gateway: GatewayProcess, nginx_factory: Callable[[list[str]], NginxProcess]
+) -> None:
+    nginx = nginx_factory([f"127.0.0.1:{gateway.port}", f"127.0.0.1:{gateway.port}"])
+    response = httpx.get(f"http://127.0.0.1:{nginx.port}/metrics", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert httpx.get(f"http://127.0.0.1:{nginx.port}/healthz", timeout=10).status_code == 200
+    assert scrape(gateway).value("sse_gateway_streams_open") == 0  # the gateway itself serves it

@@ -2,8 +2,8 @@
 
 The modules are real files the tests write into a temporary directory on PYTHONPATH.
 Their event classes show in ``/events/schema`` (in every worker), can be published over
-HTTP and decode by name; a module that clashes or cannot be imported stops the gateway
-and the producers with one line naming it.
+HTTP and come out of the Python client as themselves; a module that clashes or cannot be
+imported stops the gateway and the producers with one line naming it.
 """
 
 from __future__ import annotations
@@ -101,29 +101,50 @@ def test_every_worker_imports_the_user_modules(
         assert "price_tick" in schemas
 
 
-def test_a_name_decodes_to_the_user_class_in_any_process_that_loads_the_modules(
+CLIENT_SCRIPT = """
+import sys
+from contract.event_modules import load_from_environment
+from client import subscribe_sync
+
+load_from_environment()
+with subscribe_sync(sys.argv[1], ["prices"], last_event_id="earliest") as events:
+    event = next(iter(events))
+    print(type(event).__module__, type(event).__name__, getattr(event, "data", None))
+"""
+
+
+@pytest.mark.parametrize(
+    ("modules", "expected"),
+    [
+        pytest.param("shop.events", "shop.events PriceTick symbol='ACME' price=1.5", id="loaded"),
+        pytest.param("", 'client._events RawEvent {"symbol":"ACME","price":1.5}', id="raw if not"),
+    ],
+)
+def test_the_client_returns_a_user_event_as_its_class_once_the_modules_are_loaded(
     shop: dict[str, str],
+    gateway_factory: Callable[..., GatewayProcess],
+    modules: str,
+    expected: str,
 ) -> None:
-    """What a client does to return user events typed: load the modules, decode by name."""
-    script = (
-        "from contract.event_modules import load_from_environment\n"
-        "from contract.events import decode_event\n"
-        "print([c.event_name for c in load_from_environment()])\n"
-        'event = decode_event(\'price_tick\', b\'{"symbol":"ACME","price":1.5}\')\n'
-        "print(type(event).__module__, type(event).__name__, event.data.price)\n"
+    gateway = gateway_factory(env={**shop, **PUBLISH_ON, "SSE_EVENT_MODULES": "shop.events"})
+    published_id(
+        post_event(gateway.base_url, "prices", "price_tick", {"symbol": "ACME", "price": 1.5})
     )
     done = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", CLIENT_SCRIPT, gateway.base_url],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{shop['PYTHONPATH']}:{ROOT}"}
-        | {"SSE_EVENT_MODULES": "shop.events"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{shop['PYTHONPATH']}:{ROOT}",
+            "SSE_EVENT_MODULES": modules,
+        },
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["['price_tick']", "shop.events PriceTick 1.5"]
+    assert done.stdout.strip() == expected
 
 
 def test_a_producer_starts_with_the_user_modules(shop: dict[str, str], redis_url: str) -> None:

@@ -23,6 +23,7 @@ from contract.backoff import Backoff
 from contract.events import Echo, EchoPayload
 from contract.wire import Keyspace
 from gateway.broker import HistoryReader, Page, RedisBroker
+from gateway.metrics import Metrics
 from producers.publisher import Publisher
 from tests.support.assertions import numbered, publish_numbered
 from tests.support.processes import GatewayProcess
@@ -271,7 +272,8 @@ async def test_concurrent_identical_reads_back_share_one_redis_read(redis_url: s
         return await read_page_before(channel, before, count)
 
     broker.read_page_before = counted  # type: ignore[method-assign]
-    reader = HistoryReader(broker, cache_pages=0, cache_bytes=0)
+    metrics = Metrics()
+    reader = HistoryReader(broker, cache_pages=0, cache_bytes=0, metrics=metrics)
     published = await publish(redis_url, "crowd", 3)
     try:
         pages = await asyncio.gather(*(reader.read_before("crowd", None, 2) for _ in range(50)))
@@ -281,6 +283,7 @@ async def test_concurrent_identical_reads_back_share_one_redis_read(redis_url: s
         await broker.aclose()
     assert {tuple(e.id.decode() for e in p.entries) for p in pages} == {tuple(published[1:])}
     assert reads == 2, "50 concurrent reads share one; a later one reads again (not cached)"
+    assert (metrics.history_pages["redis"], metrics.history_pages["shared"]) == (2, 49)
     assert [e.id.decode() for e in again.entries] == published[1:]
 
 

@@ -28,16 +28,16 @@ from tests.support.assertions import (
     numbered,
     publish_numbered,
 )
+from tests.support.browser import chromium
 from tests.support.nginx import NginxProcess
 from tests.support.ports import free_port
 from tests.support.processes import GatewayProcess
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
 try:
-    from playwright.async_api import Browser, Page, async_playwright
+    from playwright.async_api import Browser, Page
     from playwright.async_api import TimeoutError as PlaywrightTimeout
-except ImportError:  # pragma: no cover - reported by require_browser as a failure
-    async_playwright = None
+except ImportError:  # pragma: no cover - reported by chromium() as a failure
+    pass
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -68,19 +68,8 @@ NEXT_HOP_PROTOCOL = "() => performance.getEntriesByType('navigation')[0].nextHop
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    require_browser()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            # The test's certificate is self-signed.
-            args=[*CHROMIUM_ARGS, "--ignore-certificate-errors"],
-            timeout=30_000,
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium("--ignore-certificate-errors") as launched:  # the cert is self-signed
+        yield launched
 
 
 @pytest_asyncio.fixture(loop_scope="module")

@@ -80,6 +80,13 @@ class ChunkedTransport:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
+    def abort(self) -> None:
+        """Drop the connection now, with what is still buffered for it.
+
+        For a client that stopped reading: closing would wait for it to read that first,
+        holding the socket for as long as it does not."""
+        self._transport.abort()
+
     @property
     def writable(self) -> bool:
         """Whether a write goes out now: the client is there and the buffer has room."""

@@ -5,15 +5,17 @@ The rest of the gateway sees Redis only through the ``Broker`` seam.
 
 from gateway.broker.entry import BEFORE_ALL, Entry, StreamKey, format_stream_id, stream_key
 from gateway.broker.history import HistoryReader
-from gateway.broker.interface import Broker, BrokerListener, Page
+from gateway.broker.interface import Broker, BrokerListener, BrokerStats, NodeStats, Page
 from gateway.broker.standalone import RedisBroker
 
 __all__ = [
     "BEFORE_ALL",
     "Broker",
     "BrokerListener",
+    "BrokerStats",
     "Entry",
     "HistoryReader",
+    "NodeStats",
     "Page",
     "RedisBroker",
     "StreamKey",

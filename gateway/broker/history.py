@@ -13,6 +13,7 @@ import contextlib
 from collections import OrderedDict
 
 from gateway.broker.interface import Broker, Page
+from gateway.metrics import Metrics
 
 PageKey = tuple[str, bytes | None, int]
 
@@ -23,7 +24,9 @@ ENTRY_OVERHEAD = 256
 class HistoryReader:
     """Reads history pages through a broker; owns the tasks of reads shared between clients."""
 
-    def __init__(self, broker: Broker, *, cache_pages: int, cache_bytes: int) -> None:
+    def __init__(
+        self, broker: Broker, *, cache_pages: int, cache_bytes: int, metrics: Metrics
+    ) -> None:
         self._broker = broker
         self._cache: OrderedDict[PageKey, tuple[Page, int]] = OrderedDict()
         self._cache_pages = cache_pages
@@ -31,8 +34,8 @@ class HistoryReader:
         self._cached_bytes = 0
         self._inflight: dict[PageKey, asyncio.Task[Page]] = {}
         self._inflight_before: dict[PageKey, asyncio.Task[Page]] = {}
-        self.redis_reads = 0
-        self.cache_hits = 0
+        self._pages = metrics.history_pages
+        """Pages handed out, by source (redis, cache, shared)."""
 
     async def tip(self, channel: str) -> bytes:
         """The last id ever generated in ``channel`` (``0-0`` if it has none)."""
@@ -44,13 +47,15 @@ class HistoryReader:
         cached = self._cache.get(key)
         if cached is not None:
             self._cache.move_to_end(key)
-            self.cache_hits += 1
+            self._pages["cache"] += 1
             return cached[0]
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.create_task(self._read(key), name=f"history-{channel}")
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        else:
+            self._pages["shared"] += 1
         # Shielded: one client leaving must not cancel a read others wait for.
         return await asyncio.shield(task)
 
@@ -64,16 +69,18 @@ class HistoryReader:
         key: PageKey = (channel, before, count)
         task = self._inflight_before.get(key)
         if task is None:
-            self.redis_reads += 1
+            self._pages["redis"] += 1
             read = self._broker.read_page_before(channel, before, count)
             task = asyncio.create_task(read, name=f"history-before-{channel}")
             self._inflight_before[key] = task
             task.add_done_callback(lambda _: self._inflight_before.pop(key, None))
+        else:
+            self._pages["shared"] += 1
         return await asyncio.shield(task)
 
     async def _read(self, key: PageKey) -> Page:
         channel, after, count = key
-        self.redis_reads += 1
+        self._pages["redis"] += 1
         page = await self._broker.read_page(channel, after, count)
         # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.
         if after is not None and count and len(page.entries) == count and self._cache_pages:

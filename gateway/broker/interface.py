@@ -31,6 +31,50 @@ class Page:
     entries: tuple[Entry, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class NodeStats:
+    """One Redis node's pub/sub connection: its state and counters since the process began."""
+
+    node: str
+    """The server's address (``host:port``, or a socket path)."""
+    connected: bool
+    reconnects: int
+    """Times the connection was lost (and made again)."""
+    messages: int
+    """Live messages received."""
+    malformed_skipped: int
+    """Live messages that did not decode, skipped."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerStats:
+    """What a broker reports of its connections: one ``NodeStats`` per node it reads from."""
+
+    mode: str
+    nodes: tuple[NodeStats, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        """``/stats``'s ``redis`` section: totals over the nodes, then each node."""
+        nodes = self.nodes
+        return {
+            "mode": self.mode,
+            "connected": all(node.connected for node in nodes),
+            "reconnects": sum(node.reconnects for node in nodes),
+            "messages": sum(node.messages for node in nodes),
+            "malformed_skipped": sum(node.malformed_skipped for node in nodes),
+            "nodes": [
+                {
+                    "node": node.node,
+                    "connected": node.connected,
+                    "reconnects": node.reconnects,
+                    "messages": node.messages,
+                    "malformed_skipped": node.malformed_skipped,
+                }
+                for node in nodes
+            ],
+        }
+
+
 class BrokerListener(Protocol):
     """Told, in order, everything that happens to the live flow (the hub)."""
 
@@ -88,8 +132,8 @@ class Broker(Protocol):
         """Whether the live flow is up for every subscribed channel."""
         ...
 
-    def stats(self) -> dict[str, Any]:
-        """Counters and connection state, for ``/stats``."""
+    def stats(self) -> BrokerStats:
+        """Connection state and counters per node, for ``/stats`` and ``/metrics``."""
         ...
 
     async def aclose(self) -> None:

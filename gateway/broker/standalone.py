@@ -33,7 +33,7 @@ from contract.backoff import Backoff
 from contract.wire import NO_ENTRY_ID, Keyspace, read_args, read_before_args, script_source
 from gateway.broker._pubsub import PubSubConnection
 from gateway.broker.entry import Entry
-from gateway.broker.interface import BrokerListener, Page
+from gateway.broker.interface import BrokerListener, BrokerStats, NodeStats, Page
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,18 @@ CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 MALFORMED_LOG_INTERVAL = 10.0
 """Seconds between two log lines about malformed live messages (each one is counted)."""
+
+READ_FAILURE_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about failed history reads: in an outage every stream
+that reads history retries, and one line says as much as thousands."""
+
+
+def node_address(redis: Redis) -> str:
+    """The server a client talks to, as ``host:port`` or a socket path (no credentials)."""
+    kwargs = redis.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return str(kwargs["path"])
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
 class RedisBroker:
@@ -65,6 +77,7 @@ class RedisBroker:
             redis_url, socket_connect_timeout=connect_timeout, socket_timeout=read_timeout
         )
         self._read_script = self._redis.register_script(script_source("read"))
+        self.node = node_address(self._redis)
         self._channels: dict[bytes, str] = {}
         """Subscribed channels by their live pub/sub name."""
         self._outstanding: dict[bytes, int] = {}
@@ -76,6 +89,9 @@ class RedisBroker:
         self.messages = 0
         self.malformed = 0
         self._malformed_logged = -MALFORMED_LOG_INTERVAL
+        self._read_failures = 0
+        """History read attempts failed since the last line that said so."""
+        self._read_failure_logged = -READ_FAILURE_LOG_INTERVAL
 
     # -- the live flow -------------------------------------------------------
 
@@ -118,17 +134,42 @@ class RedisBroker:
 
     async def _run(self, listener: BrokerListener) -> None:
         attempt = 0
+        down_since: float | None = None
         while True:
             try:
                 await self._connect(listener)
-                attempt = 0
+                if down_since is not None:
+                    log.info(
+                        "redis pub/sub reconnected",
+                        extra={
+                            "node": self.node,
+                            "down_s": round(time.monotonic() - down_since, 3),
+                            "attempts": attempt,
+                            "channels": len(self._channels),
+                        },
+                    )
+                attempt, down_since = 0, None
                 await self._read_forever(listener)
             except CONNECTION_ERRORS as exc:
+                was_connected = self._connected
                 self._interrupted(listener)
                 await self._drop_connection()
                 delay = self._backoff.delay(attempt)
                 attempt += 1
-                log.warning("redis pub/sub connection lost (%s); reconnecting in %.2fs", exc, delay)
+                fields = {"node": self.node, "error": str(exc) or type(exc).__name__}
+                if down_since is None:  # one line per outage; its attempts at DEBUG
+                    down_since = time.monotonic()
+                    message = (
+                        "redis pub/sub connection lost"
+                        if was_connected
+                        else ("redis pub/sub connection failed")
+                    )
+                    log.warning(message, extra={**fields, "retry_in_s": round(delay, 3)})
+                else:
+                    log.debug(
+                        "redis pub/sub reconnect failed",
+                        extra={**fields, "attempt": attempt, "retry_in_s": round(delay, 3)},
+                    )
                 await asyncio.sleep(delay)
 
     async def _connect(self, listener: BrokerListener) -> None:
@@ -147,10 +188,7 @@ class RedisBroker:
         if lives:
             await conn.send("SUBSCRIBE", *lives)
         await conn.send("PING")
-        first = not self.reconnects and not self.messages
         self._connected = True
-        if not first:
-            log.info("redis pub/sub reconnected; resyncing %d channels", len(lives))
         listener.resumed([self._channels[live] for live in lives if live in self._channels])
 
     def _interrupted(self, listener: BrokerListener) -> None:
@@ -218,6 +256,7 @@ class RedisBroker:
                 exc,
                 self.malformed,
                 bytes(payload)[:80] if isinstance(payload, bytes | bytearray) else payload,
+                extra={"node": self.node, "channel": channel, "skipped": self.malformed},
             )
 
     # -- history ---------------------------------------------------------------
@@ -242,22 +281,39 @@ class RedisBroker:
                 # Streams stay open through a Redis outage: wait and read again.
                 delay = self._backoff.delay(attempt)
                 attempt += 1
-                log.warning("history read of %r failed (%s); retry in %.2fs", channel, exc, delay)
+                self._read_failed(channel, exc)
                 await asyncio.sleep(delay)
         entries = tuple(Entry.from_history(channel, entry_id, fields) for entry_id, fields in raw)
         return Page(tip or NO_ENTRY_ID, entries)
 
+    def _read_failed(self, channel: str, exc: BaseException) -> None:
+        self._read_failures += 1
+        now = time.monotonic()
+        if now - self._read_failure_logged >= READ_FAILURE_LOG_INTERVAL:
+            self._read_failure_logged = now
+            failures, self._read_failures = self._read_failures, 0
+            log.warning(
+                "history reads failing; streams wait and retry",
+                extra={
+                    "node": self.node,
+                    "channel": channel,
+                    "error": str(exc) or type(exc).__name__,
+                    "failures": failures,
+                },
+            )
+
     async def ping(self) -> None:
         await self._redis.ping()
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            "mode": "standalone",
-            "connected": self._connected,
-            "reconnects": self.reconnects,
-            "messages": self.messages,
-            "malformed_skipped": self.malformed,
-        }
+    def stats(self) -> BrokerStats:
+        node = NodeStats(
+            node=self.node,
+            connected=self._connected,
+            reconnects=self.reconnects,
+            messages=self.messages,
+            malformed_skipped=self.malformed,
+        )
+        return BrokerStats(mode="standalone", nodes=(node,))
 
     async def aclose(self) -> None:
         await self._drop_connection()

@@ -25,6 +25,7 @@ from typing import Protocol
 from gateway.broker import Entry
 from gateway.fanout.batch import LiveBatch
 from gateway.fanout.sink import ChannelSink
+from gateway.metrics import ChannelCounts, Metrics
 from gateway.sse import SharedChunk, StreamOutput
 
 Channels = tuple[str, ...]
@@ -69,6 +70,7 @@ class Group:
         "_batches",
         "_index",
         "_members",
+        "_metrics",
         "_registry",
         "_renderer",
         "_sinks",
@@ -82,8 +84,10 @@ class Group:
         topics: Sequence[ChannelStreams],
         renderer: Renderer,
         registry: dict[Channels, Group],
+        metrics: Metrics,
     ) -> None:
         self.channels = channels
+        self._metrics = metrics
         self._topics = topics
         self._index = {channel: i for i, channel in enumerate(channels)}
         self._renderer = renderer
@@ -142,13 +146,29 @@ class Group:
                 return
         if len(batches) == 1:
             data = renderer.render(index[batches[0].channel], batches[0].entries)
+            entries = len(batches[0].entries)
         else:
             data = b"".join(renderer.render(index[b.channel], b.entries) for b in batches)
+            entries = sum(len(b.entries) for b in batches)
         chunk = SharedChunk(data)
         members = self._members
         fallen = [member for member, output in members.items() if not output.write_shared(chunk)]
+        # Counted once per flush, not per member: a group of one is the cheap case to keep cheap.
+        written = len(members) - len(fallen)
+        metrics = self._metrics
+        metrics.deliveries += written * entries
+        metrics.bytes_written += written * len(data)
+        if metrics.channels is not None:
+            self._count_channels(metrics.channels, batches, written)
         for member in fallen:
             self._leave(member, before, batches)
+
+    @staticmethod
+    def _count_channels(
+        channels: ChannelCounts, batches: Sequence[LiveBatch], written: int
+    ) -> None:
+        for batch in batches:
+            channels.deliveries[channels.label(batch.channel)] += written * len(batch.entries)
 
     def _leave(self, member: Member, positions: Snapshot, unsent: Sequence[LiveBatch] = ()) -> None:
         del self._members[member]

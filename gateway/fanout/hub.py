@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from gateway.broker import Broker, Entry
 from gateway.fanout.group import Channels, Group, Member, Renderer, Snapshot
 from gateway.fanout.sink import ChannelSink
 from gateway.fanout.topic import Topic
+from gateway.metrics import Buckets, Metrics
 from gateway.sse import StreamOutput
 
 FULL_BATCH_BYTES = 256 * 1024
@@ -50,8 +52,10 @@ class Hub:
         max_buffer_events: int,
         max_buffer_bytes: int,
         flush_interval: float = 0.0,
+        metrics: Metrics,
     ) -> None:
         self._broker = broker
+        self._metrics = metrics
         self._max_events = max_buffer_events
         self._max_bytes = max_buffer_bytes
         self._flush_interval = flush_interval
@@ -63,6 +67,8 @@ class Hub:
         self._flush_waits = False
         """Whether the scheduled flush waits out the interval (a full batch cuts it short)."""
         self._closed_reason: str | None = None
+        self._pending_entries = 0
+        """Entries received since the last flush (how many ages the next one may sample)."""
         self.epoch = 0
         """Counts interruptions: positions learned before one are not trusted after it."""
 
@@ -159,7 +165,7 @@ class Hub:
             topics.append(topic)
         group = self._groups.get(channels)
         if group is None:
-            group = Group(channels, topics, renderer(), self._groups)
+            group = Group(channels, topics, renderer(), self._groups, self._metrics)
         elif not group.at(positions):
             return None
         group.add(member, output, sinks)
@@ -176,6 +182,7 @@ class Hub:
             self._dirty.append(topic)
         topic.pending.append(entry)
         topic.pending_bytes += len(entry.data)
+        self._pending_entries += 1
         self._schedule_flush(topic.pending_bytes >= FULL_BATCH_BYTES)
 
     def subscribed(self, channel: str) -> None:
@@ -222,10 +229,23 @@ class Hub:
     def _flush(self) -> None:
         self._flush_handle = None
         self._last_flush = asyncio.get_running_loop().time()
+        metrics = self._metrics
+        flush_time, latency, channels = (
+            metrics.flush_time,
+            metrics.publish_latency,
+            metrics.channels,
+        )
+        began = time.perf_counter() if flush_time is not None else 0.0
         dirty, self._dirty = self._dirty, []
+        ages = _Ages(latency, self._pending_entries) if latency is not None else None
+        self._pending_entries = 0
         touched: list[Group] = []
         for topic in dirty:
             batch = topic.take_batch()
+            if ages is not None:
+                ages.take(batch.entries)
+            if channels is not None:
+                channels.events[channels.label(batch.channel)] += len(batch.entries)
             for group in topic.groups:
                 if group.take(batch):
                     touched.append(group)
@@ -233,6 +253,8 @@ class Hub:
                 sink.push(batch)
         for group in touched:
             group.flush()
+        if flush_time is not None:
+            flush_time.observe(time.perf_counter() - began)
 
     # -- introspection -----------------------------------------------------------
 
@@ -247,3 +269,36 @@ class Hub:
 
     def channel_names(self) -> list[str]:
         return sorted(self._topics)
+
+    def streams_per_channel(self) -> dict[str, int]:
+        return {channel: topic.subscribers for channel, topic in self._topics.items()}
+
+
+AGES_PER_FLUSH = 64
+"""Most entry ages a flush observes for the latency histogram: one entry in every
+``entries // 64 + 1``, evenly spread, so that a flush of thousands of one-entry batches
+(many channels with a stream or two each) costs a comparison per batch, not a timing."""
+
+
+class _Ages:
+    """Observes the age of every ``stride``-th entry of one flush: now minus its id's time."""
+
+    __slots__ = ("_latency", "_now_ms", "_skip", "_stride")
+
+    def __init__(self, latency: Buckets, entries: int) -> None:
+        self._latency = latency
+        self._now_ms = time.time() * 1000.0
+        self._stride = entries // AGES_PER_FLUSH + 1
+        self._skip = self._stride // 2
+        """Entries to pass over before the next one observed."""
+
+    def take(self, entries: Sequence[Entry]) -> None:
+        count, skip = len(entries), self._skip
+        if skip >= count:
+            self._skip = skip - count
+            return
+        now_ms, observe, stride = self._now_ms, self._latency.observe, self._stride
+        for entry in entries[skip::stride]:
+            age = now_ms - entry.key[0]
+            observe(age * 0.001 if age > 0 else 0.0)  # two hosts' clocks may disagree a little
+        self._skip = (skip - count) % stride

@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from contract.event_modules import load_event_modules
 from gateway._fastpath import FastPath
 from gateway.auth import TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
+from gateway.http.api_docs import install_api_docs
 from gateway.http.cors import install_cors, with_cors
 from gateway.http.error_responses import install_error_handlers
 from gateway.http.history_route import router as history_router
 from gateway.http.publish_route import router as publish_router
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
+from gateway.metrics import Metrics
 from gateway.runtime import open_runtime
 from gateway.settings import GatewaySettings
 from gateway.sse import SERVER_SEND
@@ -86,9 +89,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     if settings.fast_path and fast_path.reason is not None:
         log.warning("fast path off: %s; streams take the stock path", fast_path.reason)
 
+    # The app's counts, kept for as long as the app: the lifespan's parts and the
+    # stream route (which counts refusals before any part is involved) add to them.
+    metrics = Metrics(timings=settings.metrics, channel_labels=settings.metrics_channel_labels)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, fast_path) as runtime:
+        async with open_runtime(settings, fast_path, metrics) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -97,6 +104,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         summary="Typed events from Redis as resumable Server-Sent Events.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # install_api_docs serves it without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.fast_path = fast_path
@@ -110,8 +119,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
-    app.stream_entry = with_cors(StreamRoute(StreamAdmission(limit=settings.max_streams)), settings)
+    admission = StreamAdmission(limit=settings.max_streams)
+    app.stream_entry = with_cors(StreamRoute(admission, metrics), settings)
     app.include_router(router)
     app.include_router(history_router)
     app.include_router(publish_router)
+    install_api_docs(app)
+    # The demo page's script and style (the page itself is routes.demo_page).
+    app.mount("/static", StaticFiles(packages=[("gateway.http", "static")]), name="static")
     return app

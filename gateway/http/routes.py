@@ -1,23 +1,32 @@
 """HTTP routes: the SSE stream (documented here, served by ``StreamRoute``), health,
-readiness, stats and event schemas."""
+readiness, stats, Prometheus metrics and event schemas."""
 
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from redis.exceptions import RedisError
 
 from contract.channels import CHANNEL_NAME_PATTERN
 from contract.events import event_schemas
+from gateway.errors import MetricsOff
 from gateway.http.error_responses import ErrorBody
 from gateway.http.stream_route import STREAM_PATH, open_stream
+from gateway.metrics.prometheus import CONTENT_TYPE
 from gateway.runtime import Runtime
 from gateway.sse import StreamResponse
 
 router = APIRouter()
+DEMO_PAGE = resources.files("gateway.http") / "static" / "index.html"
+# The page renders untrusted payloads: should one ever slip into the DOM, it runs nothing.
+DEMO_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+}
 
 
 def _runtime(request: Request) -> Runtime:
@@ -81,6 +90,12 @@ async def sse(
     return open_stream(request, channel, last_event_id, last_event_id_header, token)
 
 
+@router.get("/", include_in_schema=False)
+async def demo_page() -> HTMLResponse:
+    """The demo page: ``/?channel=echo&channel=reverse_echo`` shows those channels live."""
+    return HTMLResponse(DEMO_PAGE.read_text(), headers=DEMO_HEADERS)
+
+
 @router.get("/healthz", summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -107,9 +122,16 @@ async def readyz(request: Request) -> JSONResponse:
 async def stats(request: Request) -> dict[str, Any]:
     runtime = _runtime(request)
     hub = runtime.hub.stats()
+    metrics = runtime.metrics
     fast_path = request.app.state.fast_path
     return {
-        "streams": {"open": runtime.streams.open, "total": runtime.streams.total},
+        "streams": {"open": runtime.streams.open, "total": metrics.streams_opened},
+        "stream_ends": {
+            "closed": dict(metrics.streams_closed),
+            "refused": dict(metrics.streams_refused),
+        },
+        "resumes": dict(metrics.resumes),
+        "deliveries": {"events": metrics.deliveries, "bytes": metrics.bytes_written},
         "hub": {
             "channels": hub.channels,
             "subscribers": hub.streams,
@@ -120,14 +142,34 @@ async def stats(request: Request) -> dict[str, Any]:
                 runtime.hub.channel_names()[:100] if request.app.state.auth is None else None
             ),
         },
-        "redis": runtime.broker.stats(),
+        "redis": runtime.broker.stats().as_dict(),
         "history": {
-            "redis_reads": runtime.history.redis_reads,
-            "cache_hits": runtime.history.cache_hits,
+            "redis_reads": metrics.history_pages["redis"],
+            "cache_hits": metrics.history_pages["cache"],
+            "shared_reads": metrics.history_pages["shared"],
+            "gaps": dict(metrics.history_gaps),
         },
         "fast_path": {"active": fast_path.active, "reason": fast_path.reason},
         "tasks": len(asyncio.all_tasks()),
     }
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of every worker of this gateway",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        **_error_responses(404),
+    },
+)
+async def metrics(request: Request) -> Response:
+    export = _runtime(request).export
+    if export is None:
+        raise MetricsOff(
+            "metrics are turned off on this gateway", "set SSE_METRICS=true to serve /metrics"
+        )
+    return Response(await export.scrape(), media_type=CONTENT_TYPE)
 
 
 @router.get("/events/schema", summary="JSON Schema of every event type's data")

@@ -22,6 +22,7 @@ Starlette's error middleware would.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -32,14 +33,20 @@ from contract.channels import InvalidChannelName, validate_channel
 from contract.events import BaseEvent
 from gateway.auth import TokenVerifier
 from gateway.errors import (
+    ChannelForbidden,
+    ExpiredToken,
     GatewayError,
     InvalidChannel,
+    InvalidToken,
+    MissingToken,
     NoChannels,
     RepeatedParameter,
     TooManyChannels,
+    TooManyStreams,
 )
 from gateway.http.admission import StreamAdmission
 from gateway.http.error_responses import error_response
+from gateway.metrics import Metrics
 from gateway.resume import (
     CursorError,
     Subscription,
@@ -51,6 +58,20 @@ from gateway.runtime import Runtime
 from gateway.sse import StreamResponse
 
 STREAM_PATH = "/sse"
+
+REFUSALS: tuple[type[GatewayError], ...] = (
+    TooManyStreams,
+    MissingToken,
+    InvalidToken,
+    ExpiredToken,
+    ChannelForbidden,
+    NoChannels,
+    InvalidChannel,
+    TooManyChannels,
+    RepeatedParameter,
+)
+"""What ``GET /sse`` may answer instead of a stream: counted by code from 0, so that a
+dashboard shows a flat line rather than no data until the first one."""
 
 
 def validate_channels(
@@ -112,10 +133,14 @@ def open_stream(
     notices: list[BaseEvent[Any]] = []
     try:
         cursor = parse_cursor(raw_cursor, max_length=settings.max_cursor_length)
+        start = cursor.kind
     except CursorError as exc:
         # A 4xx would make EventSource give up for good: open live and say why instead.
         cursor = parse_cursor(None, max_length=settings.max_cursor_length)
         notices.append(cursor_invalid_notice(exc.reason, printable_prefix(raw_cursor or "")))
+        start = "cursor_invalid"
+    if start != "live":
+        runtime.stream_options.metrics.resumes[start] += 1
     subscription = Subscription(
         channels,
         cursor,
@@ -135,14 +160,18 @@ class StreamRoute:
     this route stays on the stack while the stream is open.
     """
 
-    def __init__(self, admission: StreamAdmission) -> None:
+    def __init__(self, admission: StreamAdmission, metrics: Metrics) -> None:
         self.admission = admission
+        self.metrics = metrics
+        for refusal in REFUSALS:
+            metrics.streams_refused.setdefault(refusal.code, 0)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        requested_at = time.perf_counter()
         try:
             self.admission.admit()
         except GatewayError as exc:
-            return error_response(exc)(scope, receive, send)
+            return self._refuse(exc, scope, receive, send)
         try:
             request = Request(scope, receive, send)
             query = request.query_params
@@ -155,9 +184,16 @@ class StreamRoute:
             )
         except GatewayError as exc:
             self.admission.release()
-            return error_response(exc)(scope, receive, send)
+            return self._refuse(exc, scope, receive, send)
         except BaseException:
             self.admission.release()
             raise
         response.on_end = self.admission.release
+        response.requested_at = requested_at
         return response(scope, receive, send)
+
+    def _refuse(
+        self, exc: GatewayError, scope: Scope, receive: Receive, send: Send
+    ) -> Coroutine[Any, Any, None]:
+        self.metrics.streams_refused[exc.code] += 1
+        return error_response(exc)(scope, receive, send)

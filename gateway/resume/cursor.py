@@ -72,6 +72,11 @@ class Cursor:
     def position(self, channel: str) -> Position:
         return self.positions.get(channel, self.default)
 
+    @property
+    def kind(self) -> str:
+        """``cursor`` when it names positions, else its default (``live`` or ``earliest``)."""
+        return "cursor" if self.positions else self.default
+
 
 def parse_cursor(text: str | None, *, max_length: int) -> Cursor:
     """Parse a Last-Event-ID. Empty or missing means live. Raises CursorError."""

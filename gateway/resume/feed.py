@@ -68,6 +68,10 @@ class Stream(Protocol):
         """A feed is about to wait on its sink (the stream may join a fan-out group)."""
         ...
 
+    def gap(self, gap: Gap) -> None:
+        """The feed is about to hand out ``gap`` (counted and logged)."""
+        ...
+
 
 class ChannelFeed:
     """The items of one channel for one stream, from its position on."""
@@ -133,7 +137,7 @@ class ChannelFeed:
                         if entry.key <= key:
                             continue
                         # History could not link up to this entry; say so, then go on.
-                        out.append(Gap(self.channel, "lost", _text(position), entry.prev))
+                        out.append(self._gap("lost", _text(position), entry.prev))
                     out.append(entry)
                     position, key = entry.id, entry.key
             if out:
@@ -153,19 +157,24 @@ class ChannelFeed:
                 if reached != position:
                     if stream_key(reached) < key:
                         # History is behind the stream: it was reset. Start over from its start.
-                        yield [Gap(channel, "lost", position, None)]
+                        yield [self._gap("lost", position, None)]
                         continue
-                    items.append(Gap(channel, "trimmed", position, reached))
+                    items.append(self._gap("trimmed", position, reached))
                     position = reached
             for entry in entries:
                 if position is not None and entry.prev != position:
-                    items.append(Gap(channel, "trimmed", position, entry.prev))  # a hole
+                    items.append(self._gap("trimmed", position, entry.prev))  # a hole
                 items.append(entry)
                 position = entry.id
             if items:
                 yield items
             if len(entries) < page_size:
                 return
+
+    def _gap(self, reason: str, requested: bytes, resumed_after: bytes | None) -> Gap:
+        gap = Gap(self.channel, reason, requested, resumed_after)
+        self._stream.gap(gap)
+        return gap
 
 
 def _text(position: bytes | None) -> bytes:

@@ -21,7 +21,7 @@ the feeds read it, the frames loop and a group that releases the stream move it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +30,10 @@ from aiostream import stream
 from contract.events import BaseEvent
 from gateway.broker import HistoryReader
 from gateway.fanout import ChannelSink, Group, Hub, Renderer, SinkClosed, Snapshot
+from gateway.metrics import Metrics
 from gateway.resume import frames
-from gateway.resume.cursor import Cursor, StreamPositions
-from gateway.resume.feed import ChannelFeed
+from gateway.resume.cursor import EARLIEST, Cursor, StreamPositions
+from gateway.resume.feed import ChannelFeed, Gap, Item
 from gateway.sse import StreamOutput
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,12 @@ QUIET_ENDS = frozenset({"disconnect", "write_failed"})
 
 @dataclass(frozen=True)
 class StreamOptions:
+    """What every stream of the process shares: its settings and where it counts."""
+
     retry_ms: int
     shutdown_retry_ms: int
     page_size: int
+    metrics: Metrics
 
 
 class Subscription:
@@ -99,6 +103,30 @@ class Subscription:
         for sink in self._sinks:
             sink.close(reason)
 
+    @property
+    def end_reason(self) -> str | None:
+        """Why the stream ended (``end``'s reason, or its sinks'), once it has."""
+        return self._ended
+
+    def log_fields(self) -> Mapping[str, object]:
+        """Its channels, and how it started: live, cursor, earliest or cursor_invalid."""
+        start = "cursor_invalid" if self._notices else self._start.kind
+        return {"channels": ",".join(self._channels), "start": start}
+
+    def gap(self, gap: Gap) -> None:
+        """A feed found that history does not reach back to the position: count and say so."""
+        self._options.metrics.history_gaps[gap.reason] += 1
+        after = gap.resumed_after
+        log.info(
+            "history gap",
+            extra={
+                "channel": gap.channel,
+                "reason": gap.reason,
+                "requested": gap.requested.decode(),
+                "resumed_after": EARLIEST if after is None else after.decode(),
+            },
+        )
+
     # -- fan-out group membership ----------------------------------------------
 
     def idle(self) -> None:
@@ -138,6 +166,7 @@ class Subscription:
     async def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
         """The bytes the stream's task writes; live chunks may reach ``output`` directly."""
         hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
+        metrics = options.metrics
         try:
             for channel in self._channels:
                 sinks.append(await hub.attach(channel))
@@ -159,6 +188,7 @@ class Subscription:
                     items_stream = feeds[0].items()
                     try:
                         async for items in items_stream:
+                            self._count(metrics, items)
                             yield frames.render(positions, 0, items)
                     finally:
                         await items_stream.aclose()
@@ -167,18 +197,28 @@ class Subscription:
                     async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
                         async for items in merged:
                             # A feed yields items of its own channel only.
+                            self._count(metrics, items)
                             yield frames.render(positions, index(items[0].channel), items)
             except SinkClosed as closed:
+                if self._ended is None:
+                    self._ended = closed.reason
                 self._leave_group()
                 if closed.reason in QUIET_ENDS:
                     return
                 retry = (
                     options.shutdown_retry_ms if closed.reason == "shutdown" else options.retry_ms
                 )
-                log.info("closing stream on %s (%s)", ",".join(self._channels), closed.reason)
                 yield frames.closing(positions, closed.reason, retry)
         finally:
             self._output = None
             self._leave_group()
             for sink in sinks:
                 await hub.detach(sink)
+
+    @staticmethod
+    def _count(metrics: Metrics, items: Sequence[Item]) -> None:
+        """Count the items the stream's own task writes (a group counts its own)."""
+        metrics.deliveries += len(items)
+        channels = metrics.channels
+        if channels is not None:
+            channels.deliveries[channels.label(items[0].channel)] += len(items)

@@ -1,5 +1,6 @@
 """The SSE response on the wire: one task per stream, ordered writes, keep-alive, shutdown."""
 
+from gateway.sse.lifecycle import StreamCut, StreamLifecycle
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import SharedChunk, StreamOutput
 from gateway.sse.response import SERVER_SEND, FrameSource, StreamResponse, StreamResponses
@@ -9,6 +10,8 @@ __all__ = [
     "FrameSource",
     "OpenStreams",
     "SharedChunk",
+    "StreamCut",
+    "StreamLifecycle",
     "StreamOutput",
     "StreamResponse",
     "StreamResponses",

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from gateway.metrics import Metrics
 from gateway.sse.output import StreamOutput
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,17 @@ def ping_comment() -> bytes:
 class OpenStreams:
     """Every open stream's output and task, for /stats, keep-alive pings and forced ends."""
 
-    def __init__(self, ping_interval: float) -> None:
+    def __init__(self, ping_interval: float, metrics: Metrics) -> None:
         self.ping_interval = ping_interval
+        self._metrics = metrics
         self.open = 0
-        self.total = 0
         self._tasks: dict[StreamOutput, asyncio.Task[object]] = {}
         self._forced: set[StreamOutput] = set()
         self._pinger: asyncio.Task[None] | None = None
 
     def add(self, output: StreamOutput, task: asyncio.Task[object]) -> None:
         self.open += 1
-        self.total += 1
+        self._metrics.streams_opened += 1
         self._tasks[output] = task
 
     def discard(self, output: StreamOutput) -> None:
@@ -54,7 +55,10 @@ class OpenStreams:
     def cancel_all(self) -> None:
         """End every stream still open now (the shutdown grace period is over)."""
         if self._tasks:
-            log.warning("ending %d streams still open after the grace period", len(self._tasks))
+            log.warning(
+                "ending streams still open after the grace period",
+                extra={"streams": len(self._tasks)},
+            )
         for output, task in list(self._tasks.items()):
             self._forced.add(output)
             task.cancel()
@@ -73,11 +77,14 @@ class OpenStreams:
         while True:
             await asyncio.sleep(self.ping_interval)
             comment = ping_comment()
+            pinged = 0
             for n, output in enumerate(list(self._tasks)):
                 if output.wrote:
                     output.wrote = False  # active this round: no ping needed
                 else:
-                    output.write_now(comment)  # refused while a write is in flight: not idle
+                    # Refused while a write is in flight: that stream is not idle.
+                    pinged += output.write_now(comment)
                     output.wrote = False
                 if n % PINGS_PER_TURN == PINGS_PER_TURN - 1:
                     await asyncio.sleep(0)
+            self._metrics.bytes_written += pinged * len(comment)

@@ -12,6 +12,11 @@ own task: about 50 KB and a cancel scope per send for every stream. A
 - shutdown: the hub closes every stream with a retry hint (``Runtime.drain``), and
   ``OpenStreams.cancel_all`` ends what is left when the grace period is over.
 
+Each stream's opening and end are logged and counted once (``StreamLifecycle``). A
+stream the gateway cuts because its client does not read (the send timeout) or
+that outlives the shutdown grace period raises ``StreamCut``, for the server to
+close the connection, instead of the write's own exception and its traceback.
+
 HEAD and websocket scopes go to sse-starlette unchanged; headers, media type and
 ``SendTimeoutError`` are its own. ``StreamResponses`` builds the responses of
 one app, with the fast path's pieces when it is on.
@@ -21,16 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway._fastpath import FastPath
+from gateway.metrics import Metrics
 from gateway.sse.disconnect import DisconnectWatch, Watch
+from gateway.sse.lifecycle import StreamCut, StreamLifecycle, write_failure
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import StreamOutput
+
+if TYPE_CHECKING:
+    from gateway._fastpath.transport import ChunkedTransport
 
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
@@ -50,6 +61,22 @@ class FrameSource(Protocol):
     def end(self, reason: str) -> None:
         """Stop the stream soon (the client left, or a write failed)."""
         ...
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the stream ended by itself (``end``, a closed sink), once it has."""
+        ...
+
+    def log_fields(self) -> Mapping[str, object]:
+        """Fields for the stream's log lines: its channels and how it started."""
+        ...
+
+
+def _drop(direct: ChunkedTransport | None) -> None:
+    """Drop a cut stream's connection at once where the fast path can; through ASGI alone,
+    uvicorn closes it, after the client has read what is buffered for it."""
+    if direct is not None:
+        direct.abort()
 
 
 class _NoBody:
@@ -72,9 +99,12 @@ class StreamResponses:
         fast_path: FastPath,
         send_timeout: float | None,
         tcp_nodelay: bool,
+        metrics: Metrics,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.streams = streams
+        self.metrics = metrics
+        self.lifecycle = StreamLifecycle(metrics)
         self.fast_path = fast_path
         self.send_timeout = send_timeout
         self.coalesce_writes = not tcp_nodelay
@@ -130,6 +160,8 @@ class StreamResponse(EventSourceResponse):
         self._responses = responses
         self.on_end: Callable[[], None] | None = None
         """Called once when the response ends, however it ends (admission's release)."""
+        self.requested_at: float | None = None
+        """When the request came (``time.perf_counter``); None: when the response starts."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         on_end = self.on_end
@@ -137,6 +169,7 @@ class StreamResponse(EventSourceResponse):
             if scope["type"] != "http" or scope["method"].upper() == "HEAD":
                 await super().__call__(scope, receive, send)
                 return
+            requested_at = self.requested_at or time.perf_counter()
             task = asyncio.current_task()
             assert task is not None
             await send(
@@ -157,6 +190,7 @@ class StreamResponse(EventSourceResponse):
                 request_headers.clear()  # in place: uvicorn's protocol holds the same list
             output = StreamOutput(server_send, self.send_timeout, direct)
             source, streams, background = self._source, responses.streams, self.background
+            metrics, lifecycle = responses.metrics, responses.lifecycle
             ends = _StreamEnds(output, source)
             output.on_failure = ends.write_failed
             # This frame stays alive as long as the stream; the response object (its
@@ -167,23 +201,39 @@ class StreamResponse(EventSourceResponse):
             if watch is None:
                 generic = watch = DisconnectWatch(receive, ends.client_left)
                 generic.start()
+            reason = "error"
             try:
                 frames = source.frames(output)
+                opened = False
                 try:  # contextlib.aclosing, without an object kept for the stream's lifetime
                     async for chunk in frames:
                         await output.write(chunk)
+                        metrics.bytes_written += len(chunk)
+                        if not opened:
+                            opened = True
+                            lifecycle.opened(source, scope, requested_at)
                         if output.disconnected:
                             break
+                except Exception as exc:
+                    if exc is not output.error:
+                        raise
                 finally:
                     await frames.aclose()
                 if output.error is not None:
-                    raise output.error  # a stalled client: no end-of-body write could reach it
+                    # A stalled client: no end-of-body write could reach it.
+                    reason = write_failure(output.error)
+                    _drop(direct)
+                    raise StreamCut(reason) from output.error
+                reason = source.end_reason or "disconnect"
                 if not output.disconnected:
                     await send(_END_OF_BODY)
             except asyncio.CancelledError:
+                reason = "shutdown_forced"
                 if not streams.was_forced(output):
                     raise
                 task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+                _drop(direct)
+                raise StreamCut(reason) from None
             finally:
                 watch_task = watch.stop()
                 streams.discard(output)
@@ -191,6 +241,7 @@ class StreamResponse(EventSourceResponse):
                 if watch_task is not None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await watch_task
+                lifecycle.closed(source, scope, reason, requested_at)
             if background is not None:
                 await background()
         finally:

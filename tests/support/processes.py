@@ -139,9 +139,12 @@ class ProducerProcess(ManagedProcess):
         interval: float = 1.0,
         count: int | None = None,
         channel: str | None = None,
+        log_level: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
         args = [sys.executable, "-m", "producers", kind, "--message", message]
+        if log_level is not None:
+            args += ["--log-level", log_level]
         args += ["--interval", str(interval)]
         if count is not None:
             args += ["--count", str(count)]

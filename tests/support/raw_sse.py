@@ -162,6 +162,12 @@ class RawStream:
     def last_id(self) -> str | None:
         return self.parser.last_id
 
+    @property
+    def local_port(self) -> int:
+        """The client's port: which server process holds the other end is found by it."""
+        port: int = self._writer.get_extra_info("sockname")[1]
+        return port
+
     async def read(self) -> list[Event] | None:
         """Events completed by the next read; None once the server ended the stream."""
         if self.parser.finished:
