@@ -373,42 +373,42 @@ def auth_gateway() -> Iterator[tuple[GatewayProcess, RedisServer]]:
     [
         pytest.param({}, 401, "token_missing", "to publish", id="no token"),
         pytest.param(
-            {"params": {"token": token(channels=["*"], publish=["*"])}},
+            {"params": lambda: {"token": token(channels=["*"], publish=["*"])}},
             401,
             "token_missing",
             "to publish",
             id="token in the URL",
         ),
         pytest.param(
-            {"bearer": token(channels=["*"])},
+            {"bearer": lambda: token(channels=["*"])},
             403,
             "publish_forbidden",
             "no 'publish' claim",
             id="read-only token",
         ),
         pytest.param(
-            {"bearer": token(channels=["*"], publish=["room.*"])},
+            {"bearer": lambda: token(channels=["*"], publish=["room.*"])},
             403,
             "publish_forbidden",
             "grants room.*",
             id="another channel",
         ),
         pytest.param(
-            {"bearer": token(publish="echo")},
+            {"bearer": lambda: token(publish="echo")},
             401,
             "token_invalid",
             "'publish' claim is malformed",
             id="malformed claim",
         ),
         pytest.param(
-            {"bearer": token(lifetime=-10, publish=["*"])},
+            {"bearer": lambda: token(lifetime=-10, publish=["*"])},
             401,
             "token_expired",
             "expired",
             id="expired token",
         ),
         pytest.param(
-            {"bearer": jwt.encode({"exp": time.time() + 60, "publish": ["*"]}, "x" * 32)},
+            {"bearer": lambda: jwt.encode({"exp": time.time() + 60, "publish": ["*"]}, "x" * 32)},
             401,
             "token_invalid",
             "signature",
@@ -424,15 +424,17 @@ async def test_publishing_with_auth_on_needs_a_publish_claim_covering_the_channe
     says: str,
 ) -> None:
     gateway, redis_server = auth_gateway
+    # Tokens are made now, not at collection: a long run would see them expire.
     headers = {}
     if "bearer" in credentials:
-        headers["Authorization"] = f"Bearer {credentials['bearer']}"
+        headers["Authorization"] = f"Bearer {credentials['bearer']()}"
+    params = credentials["params"]() if "params" in credentials else None
     async with httpx.AsyncClient(timeout=20) as client:
         response = await client.post(
             publish_url(gateway.base_url, "echo"),
             json={"event": "echo", "data": {"message": "hi"}},
             headers=headers,
-            params=credentials.get("params"),
+            params=params,
         )
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
