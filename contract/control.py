@@ -62,3 +62,10 @@ class ReconnectPayload(BaseModel):
 
 class Reconnect(BaseEvent[ReconnectPayload]):
     """The gateway is about to close this stream; reconnect with the last id."""
+
+
+CONTROL_EVENT_NAMES: frozenset[str] = frozenset(
+    cls.event_name for cls in (HistoryGap, CursorInvalid, Reconnect)
+)
+"""The names only a gateway sends: a client trusts them to describe its own stream, so
+nobody may publish an event under one of them."""

@@ -19,7 +19,9 @@ token names an unknown ``kid``, at most once per cooldown: a flood of made-up
 
 The channel claim (``channels`` by default) is a list of exact channel names
 and prefix patterns ending in ``*``: ``["echo", "room.*"]`` grants ``echo``,
-``room.1`` and ``room.lobby``; ``["*"]`` grants every channel.
+``room.1`` and ``room.lobby``; ``["*"]`` grants every channel. The publish claim
+(``publish`` by default, for HTTP publish) lists the channels a token may write,
+in the same syntax; a token without it may only read.
 """
 
 from __future__ import annotations
@@ -42,7 +44,13 @@ from jwt.exceptions import PyJWKClientError, PyJWKError, PyJWKSetError
 from starlette.requests import Request
 
 from contract.channels import is_valid_channel
-from gateway.errors import ChannelForbidden, ExpiredToken, InvalidToken, MissingToken
+from gateway.errors import (
+    ChannelForbidden,
+    ExpiredToken,
+    InvalidToken,
+    MissingToken,
+    PublishForbidden,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +202,7 @@ class TokenVerifier:
         audience: str | None = None,
         issuer: str | None = None,
         claim: str = "channels",
+        publish_claim: str = "publish",
         cookie: str = "sse_token",
     ) -> None:
         if not keys and jwks is None:
@@ -203,6 +212,7 @@ class TokenVerifier:
         self._audience = audience
         self._issuer = issuer
         self._claim = claim
+        self._publish_claim = publish_claim
         self.cookie = cookie
 
     def token_from(self, request: Request, query_token: str | None) -> str:
@@ -265,8 +275,9 @@ class TokenVerifier:
             )
         return self._keys[alg], alg
 
-    def verify(self, token: str) -> Grant:
-        """What a valid token grants; raises InvalidToken (401) otherwise."""
+    def decode_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose signature, ``exp``, ``aud`` and ``iss`` hold;
+        raises InvalidToken (401) otherwise."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise _invalid(f"the token is {len(token)} characters long, at most {MAX_TOKEN_LENGTH}")
         try:
@@ -300,6 +311,11 @@ class TokenVerifier:
             raise _invalid(f"the token's 'iss' claim is not {self._issuer!r}") from None
         except jwt.InvalidTokenError as exc:
             raise _invalid(f"the token is invalid: {exc}") from None
+        return claims
+
+    def verify(self, token: str) -> Grant:
+        """What a valid token grants to a subscriber; raises InvalidToken (401) otherwise."""
+        claims = self.decode_claims(token)
         if self._claim not in claims:
             raise _invalid(f"the token has no {self._claim!r} claim listing its channels")
         try:
@@ -325,6 +341,47 @@ class TokenVerifier:
                 headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope"'},
             )
         return grant
+
+    def authorize_publish(self, request: Request, channel: str) -> None:
+        """Raise 401 unless the request holds a valid token, 403 unless the token's publish
+        claim covers ``channel``. The token comes from the header or the cookie: a URL
+        (which proxies log) never carries one that may write."""
+        try:
+            token = self.token_from(request, None)
+        except MissingToken as exc:
+            raise MissingToken(
+                "this gateway needs a token to publish",
+                f"send 'Authorization: Bearer <jwt>' with a token whose {self._publish_claim!r}"
+                " claim lists the channel",
+                headers=exc.headers,
+            ) from None
+        claim = self.decode_claims(token).get(self._publish_claim)
+        if claim is None:
+            raise _publish_forbidden(
+                f"the token has no {self._publish_claim!r} claim: it may not publish",
+                self._publish_claim,
+            )
+        try:
+            grant = ChannelGrant.from_claim(claim)
+        except ValueError as exc:
+            raise _invalid(
+                f"the token's {self._publish_claim!r} claim is malformed: {exc}"
+            ) from None
+        if not grant.allows(channel):
+            raise _publish_forbidden(
+                f"the token may not publish to channel {channel!r}; its"
+                f" {self._publish_claim!r} claim grants {grant.describe()}",
+                self._publish_claim,
+            )
+
+
+def _publish_forbidden(message: str, claim: str) -> PublishForbidden:
+    return PublishForbidden(
+        message,
+        f"publish with a token whose {claim!r} claim lists this channel (or a pattern like"
+        " 'room.*' covering it)",
+        headers={"WWW-Authenticate": f'{_REALM}, error="insufficient_scope"'},
+    )
 
 
 def _invalid(message: str) -> InvalidToken:

@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
+from contract.event_modules import EventModuleError, load_event_modules
 from contract.wire import InvalidPrefix, Keyspace
 from gateway._fastpath import FastPath
 from gateway.logs import uvicorn_log_config
@@ -90,6 +91,11 @@ def load_settings() -> GatewaySettings:
     try:
         Keyspace(settings.key_prefix)
     except InvalidPrefix as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        # Here, before uvicorn starts, so that a bad module is one line and exit 2.
+        load_event_modules(settings.event_modules)
+    except EventModuleError as exc:
         raise UsageError(str(exc)) from None
     return settings
 

@@ -10,15 +10,21 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contract.event_modules import EventModules
 from gateway.auth import MIN_HS256_SECRET_BYTES, load_rs256_public_key
 from gateway.resume.cursor import longest_cursor
+from producers.settings import PublishSettings
 
 # An origin as browsers send it: scheme://host[:port], no path.
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
-class GatewaySettings(BaseSettings):
-    """Every knob of a gateway process; the README's configuration table lists them."""
+class GatewaySettings(BaseSettings, PublishSettings):
+    """Every knob of a gateway process; the README's configuration table lists them.
+
+    HTTP publish trims and confirms like the producers: ``PublishSettings`` holds the
+    variables both read (``SSE_HISTORY_*``, ``SSE_PUBLISH_REPLICAS``, ...).
+    """
 
     model_config = SettingsConfigDict(env_prefix="SSE_", extra="ignore")
 
@@ -110,6 +116,42 @@ class GatewaySettings(BaseSettings):
     )
     auth_channels_claim: str = Field(
         default="channels", min_length=1, description="JWT claim listing the readable channels."
+    )
+    auth_publish_claim: str = Field(
+        default="publish",
+        min_length=1,
+        description="JWT claim listing the channels a token may publish to (HTTP publish).",
+    )
+    event_modules: EventModules = Field(
+        default=(),
+        description="Modules defining user event types (BaseEvent subclasses), imported at "
+        "start, comma-separated: `myapp.events,other.events`.",
+    )
+    http_publish: bool = Field(
+        default=False,
+        description="Serve `POST /channels/{channel}/events`: publish over HTTP (with auth on, "
+        "tokens need a `publish` claim).",
+    )
+    publish_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest request body HTTP publish reads (413 beyond).",
+    )
+    publish_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an HTTP publish may take to receive its body (408 beyond), and "
+        "again for Redis (and replicas) to take the event (503 beyond: repeat it with the "
+        "same Idempotency-Key to publish it once).",
+    )
+    publish_idempotency_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=86_400,
+        description="How long an Idempotency-Key is honoured: a publish with a key looks back "
+        "this far in its channel for an entry with that key (the look-back costs Redis time "
+        "in proportion to the entries it covers).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -38,6 +38,7 @@ class HistoryReader:
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
         self._inflight: dict[PageKey, asyncio.Task[Page]] = {}
+        self._inflight_before: dict[PageKey, asyncio.Task[Page]] = {}
         self._pages = metrics.history_pages
         """Pages handed out, by source (redis, cache, shared)."""
         self._held: weakref.WeakValueDictionary[tuple[str, bytes], Entry] = (
@@ -65,6 +66,25 @@ class HistoryReader:
         else:
             self._pages["shared"] += 1
         # Shielded: one client leaving must not cancel a read others wait for.
+        return await asyncio.shield(task)
+
+    async def read_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        """Up to ``count`` entries just before ``before`` (``None``: the newest), oldest first.
+
+        Concurrent identical reads share one round trip (a crowd of pages opening on a
+        channel's latest entries); nothing is cached: the newest page changes with every
+        publish, and pages further back are read by one client at a time.
+        """
+        key: PageKey = (channel, before, count)
+        task = self._inflight_before.get(key)
+        if task is None:
+            self._pages["redis"] += 1
+            read = self._broker.read_page_before(channel, before, count)
+            task = asyncio.create_task(read, name=f"history-before-{channel}")
+            self._inflight_before[key] = task
+            task.add_done_callback(lambda _: self._inflight_before.pop(key, None))
+        else:
+            self._pages["shared"] += 1
         return await asyncio.shield(task)
 
     async def _read(self, key: PageKey) -> Page:
@@ -104,7 +124,7 @@ class HistoryReader:
 
     async def aclose(self) -> None:
         """Cancel and await reads still in flight."""
-        tasks = list(self._inflight.values())
+        tasks = [*self._inflight.values(), *self._inflight_before.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.backoff import Backoff
-from contract.wire import NO_ENTRY_ID, Keyspace, read_args, script_source
+from contract.wire import NO_ENTRY_ID, Keyspace, read_args, read_before_args, script_source
 from gateway.broker._pubsub import PubSubConnection
 from gateway.broker.entry import Entry, StreamKey, stream_key
 from gateway.broker.interface import BrokerListener, BrokerStats, HistoryRefused, NodeStats, Page
@@ -265,17 +265,26 @@ class RedisBroker:
     # -- history ---------------------------------------------------------------
 
     async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
-        key = self._keyspace.history_key(channel)
         if after is not None and stream_key(after) == LARGEST_ID:
             # Nothing can follow the largest id, and XRANGE refuses to look: read the tip.
             count = 0
+        return await self._read_page(channel, read_args(after, count))
+
+    async def read_page_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        if before == NO_ENTRY_ID:
+            count = 0  # nothing precedes 0-0, and XREVRANGE refuses to look
+        page = await self._read_page(channel, read_before_args(before, count))
+        return Page(page.tip, page.entries[::-1])
+
+    async def _read_page(self, channel: str, args: list[Any]) -> Page:
+        key = self._keyspace.history_key(channel)
         attempt = 0
         while True:
             try:
-                tip, raw = await self._read_script(keys=[key], args=read_args(after, count))
+                tip, raw = await self._read_script(keys=[key], args=args)
                 break
             except ResponseError as exc:
-                raise HistoryRefused(f"history of {channel!r} after {after!r}: {exc}") from None
+                raise HistoryRefused(f"history of {channel!r} ({args[0]!r}): {exc}") from None
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 # Streams stay open through a Redis outage: wait and read again.
                 delay = self._backoff.delay(attempt)

@@ -12,12 +12,15 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contract.event_modules import load_event_modules
 from gateway._fastpath import FastPath, HeadLimits, http_response, waiting_bound
 from gateway.auth import JwksKeys, TokenVerifier, load_rs256_public_key
 from gateway.http.admission import StreamAdmission
 from gateway.http.api_docs import install_api_docs
 from gateway.http.cors import install_cors, with_cors
 from gateway.http.error_responses import error_body, install_error_handlers
+from gateway.http.history_route import router as history_router
+from gateway.http.publish_route import router as publish_router
 from gateway.http.routes import router
 from gateway.http.stream_route import STREAM_PATH, StreamRoute
 from gateway.metrics import Metrics
@@ -77,6 +80,7 @@ def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
         audience=settings.auth_audience,
         issuer=settings.auth_issuer,
         claim=settings.auth_channels_claim,
+        publish_claim=settings.auth_publish_claim,
         cookie=settings.auth_cookie,
     )
 
@@ -109,6 +113,8 @@ def json_bytes(body: object) -> bytes:
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the app; Redis and the hub are opened by the lifespan, not at import."""
     settings = settings or GatewaySettings()
+    # Every worker process builds its app: each imports the user's event types itself.
+    load_event_modules(settings.event_modules)
     fast_path = FastPath(
         settings.fast_path,
         trusted_proxies=settings.forwarded_allow_ips,
@@ -145,6 +151,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.forwarded = fast_path.forwarded
     # Built here, not per request: a bad key fails the start, not the first subscriber.
     app.state.auth = token_verifier(settings)
+    if settings.http_publish and app.state.auth is None:
+        log.warning(
+            "SSE_HTTP_PUBLISH is on without auth: anyone who reaches this gateway can publish"
+        )
     install_error_handlers(app)
     install_cors(app, settings)  # for every other route, and preflights of /sse
     # CORS outermost, so that refusals carry CORS headers too.
@@ -153,6 +163,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.stream_entry = with_cors(StreamRoute(admission, metrics), settings)
     app.include_router(router)
+    app.include_router(history_router)
+    app.include_router(publish_router)
     install_api_docs(app)
     # The demo page's script and style (the page itself is routes.demo_page).
     app.mount("/static", StaticFiles(packages=[("gateway.http", "static")]), name="static")
