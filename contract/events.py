@@ -28,6 +28,23 @@ class UnknownEvent(LookupError):
     """No registered event class carries this SSE event name."""
 
 
+class DuplicateEventName(TypeError):
+    """Two different event classes would carry one SSE event name."""
+
+    def __init__(self, name: str, first: type, second: type) -> None:
+        self.name = name
+        self.classes = (full_name(first), full_name(second))
+        super().__init__(
+            f"two event classes are named {name!r} on the wire: {self.classes[0]} and"
+            f" {self.classes[1]}; rename one (the SSE name is the class name in snake_case)"
+        )
+
+
+def full_name(cls: type) -> str:
+    """``module.QualifiedName`` of a class: how errors name an event class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 class BaseEvent(BaseModel, Generic[T]):
     """An event with a typed payload. Subclass with a concrete ``T`` to register it."""
 
@@ -47,8 +64,10 @@ class BaseEvent(BaseModel, Generic[T]):
             return
         name = snake_case(cls.__name__)
         existing = _registry.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise TypeError(f"event name {name!r} is taken by {existing.__qualname__}")
+        # The same class defined again (a module reloaded) replaces itself; any other
+        # class would make the name mean two things to the gateway and its clients.
+        if existing is not None and full_name(existing) != full_name(cls):
+            raise DuplicateEventName(name, existing, cls)
         cls.event_name = name
         annotation: Any = cls.model_fields["data"].annotation
         cls._data_adapter = TypeAdapter(annotation)

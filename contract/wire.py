@@ -4,8 +4,9 @@ Per channel ``c`` under prefix ``p``:
 
 - ``p:{c}:history``: a Redis Stream, the channel's bounded history. Entry
   fields: ``e`` (SSE event name), ``d`` (payload JSON), ``p`` (the id of the
-  entry before it, ``0-0`` for the first), ``i`` (the publisher's random token
-  for the event, so a retry whose first reply was lost finds it, not appends twice).
+  entry before it, ``0-0`` for the first), ``i`` (the publisher's token for the
+  event: random, or ``key:<Idempotency-Key>`` from HTTP publish; a retry whose first
+  reply was lost, or a repeat with the same key, finds it, not appends twice).
 - ``p:{c}:live``: a pub/sub channel carrying each entry once it is appended,
   encoded as ``id\\nprev\\nevent\\ndata``. On one server it is a classic channel
   (``PUBLISH``); on a Redis Cluster a sharded one (``SPUBLISH``/``SSUBSCRIBE``).
@@ -133,7 +134,8 @@ def publish_args(
     """ARGV for ``publish.lua``, in its order.
 
     ``token`` is unique per event and the same on every attempt to publish it;
-    ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it.
+    ``lookback_ms`` (0 on a first attempt) is how far back a retry looks for it, or how
+    long a caller's idempotency key (the token) is honoured.
     ``notify`` is ``NOTIFY_PUBLISH``, ``NOTIFY_SPUBLISH`` or ``NOTIFY_LATER``;
     ``wait_follows`` says that ``WAIT`` follows on the same connection, so that a retry
     which finds its entry still writes something for ``WAIT`` to wait for.
@@ -169,3 +171,9 @@ def _as_bytes(value: bytes | str) -> bytes:
 def read_args(after: bytes | None, count: int) -> list[Any]:
     """ARGV for ``read.lua``: entries after ``after`` (``None``: from the earliest)."""
     return [b"-" if after is None else b"(" + after, count]
+
+
+def read_before_args(before: bytes | None, count: int) -> list[Any]:
+    """ARGV for ``read.lua``: the entries just before ``before`` (``None``: the newest),
+    newest first."""
+    return [b"+" if before is None else b"(" + before, count, b"before"]

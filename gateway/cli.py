@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 from redis.asyncio.connection import parse_url
 
+from contract.event_modules import EventModuleError, load_event_modules
 from contract.wire import InvalidPrefix, Keyspace
 from gateway._fastpath import FastPath
 from gateway.logs import uvicorn_log_config
@@ -91,6 +92,11 @@ def load_settings() -> GatewaySettings:
         Keyspace(settings.key_prefix)
     except InvalidPrefix as exc:
         raise UsageError(str(exc)) from None
+    try:
+        # Here, before uvicorn starts, so that a bad module is one line and exit 2.
+        load_event_modules(settings.event_modules)
+    except EventModuleError as exc:
+        raise UsageError(str(exc)) from None
     return settings
 
 
@@ -148,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy_headers=not fast_path.active,
                 forwarded_allow_ips=settings.forwarded_allow_ips,
                 http=fast_path.http_protocol or args.http,
+                # The fast path bounds request heads itself; h11 has this one limit of its own.
+                h11_max_incomplete_event_size=settings.max_header_bytes,
             )
     except UsageError as exc:
         print(f"python -m gateway: error: {exc}", file=sys.stderr)

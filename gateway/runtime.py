@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from contract.backoff import Backoff
 from contract.wire import Keyspace
@@ -27,10 +27,12 @@ from gateway.metrics.prometheus import PrometheusExport, Sample
 from gateway.resume import StreamOptions
 from gateway.settings import GatewaySettings
 from gateway.sse import OpenStreams, StreamResponses
+from producers.publisher import Publisher
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_POLL = 0.1
+PUBLISHES_IN_FLIGHT = 256
 
 STREAM_HEADERS = {"Access-Control-Expose-Headers": "Content-Type"}
 
@@ -47,6 +49,12 @@ class Runtime:
     metrics: Metrics
     export: PrometheusExport | None = None
     """``GET /metrics``; None when SSE_METRICS is off."""
+    publisher: Publisher | None = None
+    """The producers' publisher, for HTTP publish (None unless SSE_HTTP_PUBLISH)."""
+    publish_slots: asyncio.Semaphore = field(
+        default_factory=lambda: asyncio.Semaphore(PUBLISHES_IN_FLIGHT)
+    )
+    """HTTP publishes running at once: each may hold a Redis connection of its own."""
     draining: bool = False
 
     def drain(self) -> None:
@@ -94,6 +102,12 @@ async def open_runtime(
         flush_interval=settings.flush_interval_ms / 1000,
         metrics=metrics,
     )
+    # Its own Redis client: publishes never queue behind history reads, nor these behind them.
+    publisher = (
+        settings.publisher(settings.redis_url, prefix=settings.key_prefix)
+        if settings.http_publish
+        else None
+    )
     try:
         async with broker.listening(hub), OpenStreams(settings.ping_interval, metrics) as streams:
             runtime = Runtime(
@@ -108,6 +122,7 @@ async def open_runtime(
                     send_timeout=settings.send_timeout,
                     tcp_nodelay=settings.tcp_nodelay,
                     metrics=metrics,
+                    send_buffer=settings.send_buffer_bytes or None,
                     headers=STREAM_HEADERS,
                 ),
                 stream_options=StreamOptions(
@@ -117,6 +132,7 @@ async def open_runtime(
                     metrics=metrics,
                 ),
                 metrics=metrics,
+                publisher=publisher,
             )
             async with _exported(runtime):
                 watcher = asyncio.create_task(_watch_shutdown(runtime), name="shutdown-watcher")
@@ -131,6 +147,8 @@ async def open_runtime(
     finally:
         await history.aclose()
         await broker.aclose()
+        if publisher is not None:
+            await publisher.aclose()
 
 
 @contextlib.asynccontextmanager

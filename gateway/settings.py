@@ -10,15 +10,21 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from contract.event_modules import EventModules
 from gateway.auth import MIN_HS256_SECRET_BYTES, load_rs256_public_key
 from gateway.resume.cursor import longest_cursor
+from producers.settings import PublishSettings
 
 # An origin as browsers send it: scheme://host[:port], no path.
 _ORIGIN_RE = re.compile(r"https?://[^/\s?#]+")
 
 
-class GatewaySettings(BaseSettings):
-    """Every knob of a gateway process; the README's configuration table lists them."""
+class GatewaySettings(BaseSettings, PublishSettings):
+    """Every knob of a gateway process; the README's configuration table lists them.
+
+    HTTP publish trims and confirms like the producers: ``PublishSettings`` holds the
+    variables both read (``SSE_HISTORY_*``, ``SSE_PUBLISH_REPLICAS``, ...).
+    """
 
     model_config = SettingsConfigDict(env_prefix="SSE_", extra="ignore")
 
@@ -46,6 +52,30 @@ class GatewaySettings(BaseSettings):
     max_streams: int = Field(
         default=50_000, ge=1, description="Most open streams per process (503 beyond)."
     )
+    max_streams_per_subject: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most open streams per token subject (`sub`) and process (429 beyond); "
+        "unset: no limit.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers, bytes); larger: 431. "
+        "Under --http h11, h11's limit on an incomplete head.",
+    )
+    header_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds from a connection's start (or its last response) to a complete "
+        "request head; later: 408 and closed (fast path).",
+    )
+    max_waiting_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Most connections waiting for a request head at once, the oldest dropped "
+        "for a new one; at most half the process's descriptor limit (fast path).",
+    )
     channel_pattern: re.Pattern[str] | None = Field(
         default=None,
         description="Regular expression every subscribed channel name must match in full "
@@ -59,6 +89,24 @@ class GatewaySettings(BaseSettings):
         default=None,
         description="RS256 public key for subscriber JWTs: PEM text or a path to a PEM file.",
     )
+    auth_jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="JWKS URL whose RS256/ES256 keys verify subscriber JWTs (by their `kid`, "
+        "then required); setting it turns auth on.",
+    )
+    auth_jwks_cooldown: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least seconds between two fetches of the JWKS for tokens naming an "
+        "unknown `kid`.",
+    )
+    auth_max_stream_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Longest a stream opened with a token stays open, even if the token's "
+        "`exp` is later (it ends with a `token_expired` reconnect event); unset: until `exp`.",
+    )
     auth_audience: str | None = Field(default=None, description="Required JWT `aud`.")
     auth_issuer: str | None = Field(default=None, description="Required JWT `iss`.")
     auth_cookie: str = Field(
@@ -68,6 +116,42 @@ class GatewaySettings(BaseSettings):
     )
     auth_channels_claim: str = Field(
         default="channels", min_length=1, description="JWT claim listing the readable channels."
+    )
+    auth_publish_claim: str = Field(
+        default="publish",
+        min_length=1,
+        description="JWT claim listing the channels a token may publish to (HTTP publish).",
+    )
+    event_modules: EventModules = Field(
+        default=(),
+        description="Modules defining user event types (BaseEvent subclasses), imported at "
+        "start, comma-separated: `myapp.events,other.events`.",
+    )
+    http_publish: bool = Field(
+        default=False,
+        description="Serve `POST /channels/{channel}/events`: publish over HTTP (with auth on, "
+        "tokens need a `publish` claim).",
+    )
+    publish_max_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        le=16 * 1024 * 1024,
+        description="Largest request body HTTP publish reads (413 beyond).",
+    )
+    publish_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an HTTP publish may take to receive its body (408 beyond), and "
+        "again for Redis (and replicas) to take the event (503 beyond: repeat it with the "
+        "same Idempotency-Key to publish it once).",
+    )
+    publish_idempotency_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=86_400,
+        description="How long an Idempotency-Key is honoured: a publish with a key looks back "
+        "this far in its channel for an entry with that key (the look-back costs Redis time "
+        "in proportion to the entries it covers).",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -108,6 +192,17 @@ class GatewaySettings(BaseSettings):
     )
     send_timeout: float = Field(
         default=30.0, gt=0, description="Seconds a write may block before the client is cut."
+    )
+    send_buffer_bytes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Kernel send buffer of each stream's socket (SO_SNDBUF; Linux doubles it), fast "
+            "path; 0: the kernel's autotuning. Autotuned buffers give a client that stops "
+            "reading megabytes, which the gateway renders and copies before its writes "
+            "wait; a fixed size bounds that, at the cost of less slack for clients that "
+            "read in bursts."
+        ),
     )
     tcp_nodelay: bool = Field(
         default=False,

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from contract.channels import InvalidChannelName, validate_channel
+from contract.event_modules import EventModuleError, load_event_modules
 from contract.events import BaseEvent, Echo, EchoPayload, ReverseEcho
 from contract.logs import configure as configure_logging
 from contract.redis_target import RedisConfigError, RedisTarget
@@ -219,13 +220,8 @@ async def _main(args: argparse.Namespace, settings: ProducerSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     channel, make_event = PRODUCERS[args.kind][0], PRODUCERS[args.kind][1]
     channel = args.channel or channel
-    publisher = Publisher.from_url(
-        settings.redis_url,
-        prefix=settings.key_prefix,
-        retention=settings.retention(),
-        mode=settings.redis_mode,
-        replicas=settings.replicas(),
-        wait_timeout_ms=settings.publish_wait_timeout_ms,
+    publisher = settings.publisher(
+        settings.redis_url, prefix=settings.key_prefix, mode=settings.redis_mode
     )
     summary = Summary(channel, every=args.log_every)
     async with publisher:
@@ -270,6 +266,10 @@ def load_settings() -> ProducerSettings:
         Keyspace(settings.key_prefix)
         settings.retention()
     except (InvalidPrefix, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        load_event_modules(settings.event_modules)
+    except EventModuleError as exc:
         raise UsageError(str(exc)) from None
     return settings
 

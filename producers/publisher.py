@@ -141,20 +141,52 @@ class Publisher:
         assert self._mode is not None
         return self._mode
 
-    async def publish(self, channel: str, event: BaseEvent[Any]) -> str:
-        """Append ``event`` to ``channel``'s history, publish it live, return its id."""
-        return await self.publish_raw(channel, event.event_name, event.encode_data())
+    async def publish(
+        self,
+        channel: str,
+        event: BaseEvent[Any],
+        *,
+        token: str | None = None,
+        dedupe_window_ms: int = 0,
+    ) -> str:
+        """Append ``event`` to ``channel``'s history, publish it live, return its id.
 
-    async def publish_raw(self, channel: str, event_name: str, data: bytes) -> str:
-        """Publish pre-encoded payload JSON (one line) under an SSE event name."""
+        ``token`` (default: a random one) identifies the event: a publish whose token an
+        entry of the channel from the last ``dedupe_window_ms`` already carries appends
+        nothing and returns that entry's id, so a caller that retries with the same
+        token (an ``Idempotency-Key``) publishes once.
+        """
+        return await self.publish_raw(
+            channel,
+            event.event_name,
+            event.encode_data(),
+            token=token,
+            dedupe_window_ms=dedupe_window_ms,
+        )
+
+    async def publish_raw(
+        self,
+        channel: str,
+        event_name: str,
+        data: bytes,
+        *,
+        token: str | None = None,
+        dedupe_window_ms: int = 0,
+    ) -> str:
+        """Publish pre-encoded payload JSON (one line) under an SSE event name
+        (``token`` and ``dedupe_window_ms``: see ``publish``)."""
         validate_channel(channel)
         if not event_name or any(c in event_name for c in "\r\n:"):
             raise ValueError(f"invalid event name {event_name!r}")
         if b"\n" in data or b"\r" in data:
             raise ValueError("event data must be one line of JSON (encode newlines as \\n)")
+        if token is not None and not token:
+            raise ValueError("an event's token must not be empty")
+        if dedupe_window_ms < 0:
+            raise ValueError("the dedupe window must be >= 0 ms")
         key = self._keyspace.history_key(channel)
         live = self._keyspace.live_channel(channel)
-        token = secrets.token_urlsafe(12)
+        token = token or secrets.token_urlsafe(12)
         first_attempt_at = time.monotonic()
         # Decided once per event: an entry appended without its notification keeps being
         # retried that way, so that its notification is sent whatever the retries find.
@@ -172,6 +204,7 @@ class Publisher:
                 if failures
                 else 0
             )
+            lookback_ms = max(lookback_ms, dedupe_window_ms)
             args = publish_args(
                 live_channel=live,
                 event=event_name,

@@ -93,6 +93,7 @@ def gateway_factory(
         redis_url: str = redis_url,
         port: int | None = None,
         args: list[str] | None = None,
+        open_files: int | None = None,
     ) -> GatewayProcess:
         gateway = GatewayProcess(
             redis_url,
@@ -100,6 +101,7 @@ def gateway_factory(
             workers=workers,
             port=port,
             args=[*stream_path.args, *(args or [])],
+            open_files=open_files,
         )
         _processes.append(gateway)
         if not stream_path.fast:

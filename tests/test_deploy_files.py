@@ -31,10 +31,12 @@ from producers.publisher import Publisher
 from tests.support.assertions import publish_numbered
 from tests.support.metrics import Exposition, parse, scrape, wait_for_metrics
 from tests.support.nginx import (
+    MAKE_CERT,
     NGINX_CONF,
     UPSTREAM_SERVER,
     NginxProcess,
     check_config,
+    make_certificate,
     render_config,
 )
 from tests.support.ports import free_port
@@ -166,13 +168,43 @@ def test_compose_nginx_is_published_on_one_port_with_the_shipped_config(
 ) -> None:
     nginx = services["nginx"]
     assert nginx["image"].startswith("nginx:")
-    assert nginx["ports"] == ["8080:8080"]
+    assert nginx["ports"] == ["8080:8080", "8443:8443"]
     mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in nginx["volumes"]}
     assert (ROOT / mounts["/etc/nginx/nginx.conf"]).resolve() == NGINX_CONF
     for name in gateway_names(services):
         assert depends_on_healthy(nginx, name), name
     published = [name for name, service in services.items() if service.get("ports")]
     assert published == ["nginx", "grafana"]  # the gateways and Prometheus stay inside
+
+
+def test_compose_makes_the_certificate_nginx_reads_before_nginx_starts(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    maker, nginx = services["tls-cert"], services["nginx"]
+    script, directory = maker["command"][1], maker["command"][2]
+    assert maker["command"][0] == "python"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in maker["volumes"]}
+    assert (ROOT / mounts[script]).resolve() == MAKE_CERT
+    nginx_mounts = {v.split(":")[1]: v.split(":")[0] for v in nginx["volumes"]}
+    assert nginx_mounts["/etc/nginx/tls"] == mounts[directory], "one volume, both sides"
+    assert nginx["depends_on"]["tls-cert"]["condition"] == "service_completed_successfully"
+    assert maker["restart"] == "no"
+    # The paths nginx.conf reads are the files the script writes.
+    assert directives(NGINX_CONF.read_text(), "ssl_certificate") == ["/etc/nginx/tls/gateway.crt"]
+    assert directives(NGINX_CONF.read_text(), "ssl_certificate_key") == [
+        "/etc/nginx/tls/gateway.key"
+    ]
+    first = subprocess.run(
+        [sys.executable, str(MAKE_CERT), str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
+    assert first.returncode == 0, first.stderr
+    made = (tmp_path / "gateway.crt").read_bytes()
+    assert (tmp_path / "gateway.key").stat().st_mode & 0o077 == 0, "the key is private"
+    again = subprocess.run(
+        [sys.executable, str(MAKE_CERT), str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
+    assert again.returncode == 0
+    assert (tmp_path / "gateway.crt").read_bytes() == made, "an existing certificate is kept"
 
 
 def test_nginx_upstream_lists_exactly_the_compose_gateways(services: dict[str, Any]) -> None:
@@ -206,12 +238,15 @@ def test_nginx_config_is_ready_for_server_sent_events() -> None:
     (read_timeout,) = directives(location, "proxy_read_timeout")
     assert read_timeout.endswith("h") or seconds(read_timeout) >= 60
     assert "error" in directives(text, "proxy_next_upstream")[0].split()
+    # Browsers get HTTP/2 (over TLS) as well as HTTP/1.1; the gateways HTTP/1.1 only.
+    assert sorted(directives(text, "listen")) == ["8080", "8443 ssl http2"]
     for sticky in ("ip_hash", "hash", "sticky"):
         assert not directives(text, sticky), f"{sticky}: replicas need no stickiness"
 
 
 def test_nginx_accepts_the_shipped_config(tmp_path: Path) -> None:
     (tmp_path / "tmp").mkdir()
+    make_certificate(tmp_path / "tls")
     config = tmp_path / "nginx.conf"
     upstreams = [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]
     config.write_text(render_config(upstreams, f"127.0.0.1:{free_port()}", tmp_path))
@@ -223,6 +258,7 @@ def test_nginx_accepts_the_shipped_config(tmp_path: Path) -> None:
 def test_nginx_rejects_a_broken_config(tmp_path: Path) -> None:
     """The check above can fail: a config nginx does not understand is reported."""
     (tmp_path / "tmp").mkdir()
+    make_certificate(tmp_path / "tls")
     broken = tmp_path / "source.conf"
     broken.write_text(NGINX_CONF.read_text().replace("proxy_buffering off;", "proxy_buffering;"))
     config = tmp_path / "nginx.conf"

@@ -7,8 +7,10 @@
 -- ARGV[4]  history max length (entries)
 -- ARGV[5]  '~' for approximate (fast) trimming, '=' for exact
 -- ARGV[6]  history max age in milliseconds, 0 for none
--- ARGV[7]  publish token: random, unique to this event, kept in the entry ('i')
--- ARGV[8]  0 on a first attempt; on a retry, how many ms back to look for the token
+-- ARGV[7]  publish token: unique to this event (random, or the caller's idempotency
+--          key), kept in the entry ('i')
+-- ARGV[8]  how many ms back to look for an entry with the token: 0 on a first attempt
+--          without a key; on a retry, back to the first attempt; with a key, its window
 -- ARGV[9]  'PUBLISH' (one server), 'SPUBLISH' (cluster: the live channel shares the
 --          key's slot), or '' when the caller sends the notification itself after WAIT
 -- ARGV[10] '1' when the caller sends WAIT right after this script on the same

@@ -9,7 +9,17 @@ bytes that a group writes to many transports directly.
 
 from gateway._fastpath.chunked import frame_chunk
 from gateway._fastpath.compat import TESTED_VERSIONS, UNUSABLE_REASON
+from gateway._fastpath.heads import HeadLimits, http_response, waiting_bound
 from gateway._fastpath.shutdown import server_exiting
 from gateway._fastpath.switch import FastPath
 
-__all__ = ["TESTED_VERSIONS", "UNUSABLE_REASON", "FastPath", "frame_chunk", "server_exiting"]
+__all__ = [
+    "TESTED_VERSIONS",
+    "UNUSABLE_REASON",
+    "FastPath",
+    "HeadLimits",
+    "frame_chunk",
+    "http_response",
+    "server_exiting",
+    "waiting_bound",
+]

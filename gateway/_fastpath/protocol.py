@@ -12,16 +12,23 @@ everything uvicorn does with them.
 A stream's response never ends while the client listens, so no further request
 on its connection can be answered: ``stop_reading_requests`` lets it drop the
 request parser (about 0.9 KB) and close the connection when the stream ends.
-Nothing else of uvicorn's changes.
+
+It also bounds request heads, which httptools does not: their size, the time from
+a connection's start to a complete head, and how many connections wait for one
+(``heads.HeadLimits``, set for the process by ``FastPath``). It tells when its
+connection is closed (``when_lost``), so an ended stream can hold its admission
+slot until its socket is released.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway._fastpath.heads import HeadLimits
 
 
 class LightEvent:
@@ -102,9 +109,91 @@ _NO_MORE_REQUESTS = _NoMoreRequests()
 class LeanHttpProtocol(HttpToolsProtocol):
     """``HttpToolsProtocol`` with ``LightEvent``s and a list for the pipeline."""
 
+    head_limits: ClassVar[HeadLimits | None] = None
+    """The process's limits on request heads (``FastPath`` sets them); None: none."""
+    lost = False
+    """Whether the connection is closed (its socket released)."""
+    _on_lost: asyncio.Future[None] | None = None
+    _head_bytes = 0
+    _head_timer: asyncio.TimerHandle | None = None
+    """Set while the connection waits for a complete request head."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+    # -- request heads: bounded in size, time and number ---------------------------
+
+    def _wait_for_head(self) -> None:
+        limits = self.head_limits
+        if limits is None or self.lost:
+            return
+        self._head_bytes = 0
+        self._head_timer = self.loop.call_later(limits.timeout, self._head_too_slow)
+        limits.waiting.add(self)
+
+    def _head_done(self) -> None:
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+            if self.head_limits is not None:
+                self.head_limits.waiting.discard(self)
+
+    def _refuse_head(self, response: bytes) -> None:
+        self._head_done()
+        self.parser = _NO_MORE_REQUESTS  # type: ignore[assignment]
+        transport = self.transport
+        if not transport.is_closing():
+            transport.write(response)
+            transport.close()
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.head_limits is not None:
+            self.head_limits.waiting.discard(self)
+            self._refuse_head(self.head_limits.too_slow)
+
+    def drop_waiting(self) -> None:
+        """Close now: newer connections need this one's place (``heads.WaitingConnections``)."""
+        timer, self._head_timer = self._head_timer, None
+        if timer is not None:
+            timer.cancel()
+        self.transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is not None:
+            limits = self.head_limits
+            self._head_bytes += len(data)
+            if limits is not None and self._head_bytes > limits.max_bytes:
+                self._refuse_head(limits.too_large)  # before the parser holds any of it
+                return
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # then the next head has already been read
+        super().on_response_complete()
+        if not pipelined and not self.transport.is_closing():
+            self._wait_for_head()
+
+    # -- the connection's end --------------------------------------------------------
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._head_done()
+        super().connection_lost(exc)
+        waiter = self._on_lost
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def when_lost(self) -> asyncio.Future[None]:
+        """A future set once the connection is closed."""
+        waiter = self._on_lost
+        if waiter is None:
+            waiter = self._on_lost = asyncio.get_running_loop().create_future()
+            if self.lost:
+                waiter.set_result(None)
+        return waiter
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -112,8 +201,10 @@ class LeanHttpProtocol(HttpToolsProtocol):
         writable = getattr(flow, "_is_writable_event", None)
         if isinstance(writable, asyncio.Event):  # another uvicorn version: leave it be
             flow._is_writable_event = LightEvent(writable.is_set())
+        self._wait_for_head()
 
     def on_headers_complete(self) -> None:
+        self._head_done()
         before = self.cycle
         super().on_headers_complete()
         cycle = self.cycle

@@ -2,7 +2,8 @@
 
 On the fast path a stream's bytes go straight to uvicorn's transport, its
 client's departure is noticed from uvicorn's request cycle, its connection
-drops the request parser once the stream runs, trusted proxies' headers are
+drops the request parser once the stream runs, request heads are bounded in
+size, time and number (``heads.HeadLimits``), trusted proxies' headers are
 applied without a middleware frame, and sse-starlette's response attributes are
 built once per process. On the stock path the same streams use only ASGI
 ``send``/``receive``, uvicorn's own protocol and proxy-headers middleware, and
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from starlette.types import Receive, Send
 
 from gateway._fastpath.compat import UNUSABLE_REASON
+from gateway._fastpath.heads import HeadLimits
 
 if TYPE_CHECKING:
     from sse_starlette import EventSourceResponse
@@ -36,7 +38,13 @@ OFF_BY_SETTING = "turned off by SSE_FAST_PATH=false"
 class FastPath:
     """What this process may use of uvicorn's and sse-starlette's insides."""
 
-    def __init__(self, enabled: bool, *, trusted_proxies: str | list[str]) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        trusted_proxies: str | list[str],
+        head_limits: HeadLimits | None = None,
+    ) -> None:
         self.reason: str | None = UNUSABLE_REASON if enabled else OFF_BY_SETTING
         """Why the fast path is off; None when it is on."""
         self.forwarded: ForwardedHeaders | None = None
@@ -53,6 +61,9 @@ class FastPath:
 
             self.forwarded = ForwardedHeaders(trusted_proxies)
             self._http_protocol = LeanHttpProtocol
+            if head_limits is not None:
+                # For every connection of the process: uvicorn makes the protocols.
+                LeanHttpProtocol.head_limits = head_limits
             self._chunked = ChunkedTransport
             self._cycle_watch = CycleWatch
 
@@ -65,11 +76,14 @@ class FastPath:
         """The uvicorn ``http`` protocol class to run (None: uvicorn's own choice)."""
         return self._http_protocol
 
-    def direct_writes(self, send: Send, *, coalesce: bool) -> ChunkedTransport | None:
+    def direct_writes(
+        self, send: Send, *, coalesce: bool, send_buffer: int | None = None
+    ) -> ChunkedTransport | None:
         """Direct writes to the transport behind a started stream's ``send``, if possible.
 
-        The connection stops reading requests (the response is endless) and, with
-        ``coalesce``, leaves Nagle's algorithm on for its socket."""
+        The connection stops reading requests (the response is endless), with
+        ``coalesce`` leaves Nagle's algorithm on for its socket, and with ``send_buffer``
+        has its kernel send buffer fixed at that many bytes."""
         chunked = self._chunked
         if chunked is None:
             return None
@@ -78,6 +92,8 @@ class FastPath:
             direct.last_on_connection()
             if coalesce:
                 direct.coalesce_writes()
+            if send_buffer is not None:
+                direct.bound_send_buffer(send_buffer)
         return direct
 
     def watch_disconnect(

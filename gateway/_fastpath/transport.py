@@ -12,10 +12,17 @@ attributes, gets no ``ChunkedTransport`` and every chunk goes through ``send``.
 
 A group writes the same chunk to many streams: it is framed once
 (``frame_chunk``) and written with ``write_framed``.
+
+When the response has ended, ``released`` lets go of the connection: asyncio's
+``close()`` keeps a socket open until its unsent bytes are sent, which for a client
+that stopped reading is until that client leaves. The bytes get a short while
+(the linger), then the connection is aborted; a stream cut because its client
+stopped reading is aborted at once (``abort``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from asyncio import Transport
@@ -32,12 +39,14 @@ _CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
 class ChunkedTransport:
     """Writes framed body chunks of one started uvicorn response."""
 
-    __slots__ = ("_cycle", "_flow", "_transport")
+    __slots__ = ("_cycle", "_flow", "_protocol", "_transport")
 
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
         self._flow = cycle.flow
         self._transport: Transport = cycle.transport
+        protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
+        self._protocol = protocol if isinstance(protocol, LeanHttpProtocol) else None
 
     @classmethod
     def of(cls, send: Send) -> ChunkedTransport | None:
@@ -63,9 +72,35 @@ class ChunkedTransport:
         """This response is endless: its connection reads no further request.
 
         Under ``LeanHttpProtocol`` that frees the request parser of an idle stream."""
-        protocol = getattr(getattr(self._cycle, "on_response", None), "__self__", None)
-        if isinstance(protocol, LeanHttpProtocol):
-            protocol.stop_reading_requests(self._cycle)
+        if self._protocol is not None:
+            self._protocol.stop_reading_requests(self._cycle)
+
+    def abort(self) -> None:
+        """Drop the connection now, with whatever it has not sent (its client stopped reading)."""
+        self._transport.abort()
+
+    async def released(self, linger: float) -> None:
+        """Return once the connection is closed: its last bytes sent within ``linger``
+        seconds, or dropped then. Without ``LeanHttpProtocol`` nothing tells when, so it
+        is aborted at once if bytes are left."""
+        transport, protocol = self._transport, self._protocol
+        if protocol is None:
+            if transport.get_write_buffer_size():
+                transport.abort()
+            return
+        if protocol.lost:
+            return
+        lost = protocol.when_lost()
+        if not transport.is_closing():
+            transport.close()
+        dropping = asyncio.get_running_loop().call_later(linger, transport.abort)
+        try:
+            await lost
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        finally:
+            dropping.cancel()
 
     def coalesce_writes(self) -> None:
         """Turn Nagle's algorithm back on for this connection (uvloop turns it off).
@@ -80,12 +115,17 @@ class ChunkedTransport:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
-    def abort(self) -> None:
-        """Drop the connection now, with what is still buffered for it.
+    def bound_send_buffer(self, size: int) -> None:
+        """Fix the kernel's send buffer of this connection at ``size`` bytes.
 
-        For a client that stopped reading: closing would wait for it to read that first,
-        holding the socket for as long as it does not."""
-        self._transport.abort()
+        Linux grows a socket's send buffer to megabytes (``net.ipv4.tcp_wmem``) for a
+        client that reads nothing: a stalled stream would have the gateway render and
+        copy that much into the kernel before its writes wait, which is memory of the
+        host and CPU a burst of stalled clients takes from everyone else."""
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     @property
     def writable(self) -> bool:

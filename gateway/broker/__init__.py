@@ -5,7 +5,14 @@ The rest of the gateway sees Redis only through the ``Broker`` seam.
 
 from gateway.broker.entry import BEFORE_ALL, Entry, StreamKey, format_stream_id, stream_key
 from gateway.broker.history import HistoryReader
-from gateway.broker.interface import Broker, BrokerListener, BrokerStats, NodeStats, Page
+from gateway.broker.interface import (
+    Broker,
+    BrokerListener,
+    BrokerStats,
+    HistoryRefused,
+    NodeStats,
+    Page,
+)
 from gateway.broker.standalone import RedisBroker
 
 __all__ = [
@@ -15,6 +22,7 @@ __all__ = [
     "BrokerStats",
     "Entry",
     "HistoryReader",
+    "HistoryRefused",
     "NodeStats",
     "Page",
     "RedisBroker",

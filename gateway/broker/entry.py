@@ -35,7 +35,18 @@ def format_stream_id(key: StreamKey) -> bytes:
 class Entry:
     """A channel event: its id, its predecessor's id, event name and payload bytes."""
 
-    __slots__ = ("channel", "data", "event", "id", "key", "prev", "sse_solo", "sse_tail")
+    # __weakref__: history reads share entries still held by other streams (HistoryReader).
+    __slots__ = (
+        "__weakref__",
+        "channel",
+        "data",
+        "event",
+        "id",
+        "key",
+        "prev",
+        "sse_solo",
+        "sse_tail",
+    )
 
     def __init__(self, channel: str, entry_id: bytes, prev: bytes, event: bytes, data: bytes):
         self.channel = channel

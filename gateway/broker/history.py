@@ -3,15 +3,20 @@
 Concurrent identical reads share one round trip to Redis, and full pages
 anchored on an id (which can never change) are kept in a small LRU for
 clients resuming alike: ten thousand clients resuming from the same place cost
-one read per page.
+one read per page. Entries are shared beyond the cache too: an entry read again
+while another stream still holds it (a page from ``earliest``, a short page at
+the tip, a page evicted from the cache) is that stream's object, with the frame
+built for it, so streams stalled in the same history hold it once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections import OrderedDict
 
+from gateway.broker.entry import Entry
 from gateway.broker.interface import Broker, Page
 from gateway.metrics import Metrics
 
@@ -33,8 +38,13 @@ class HistoryReader:
         self._cache_bytes = cache_bytes
         self._cached_bytes = 0
         self._inflight: dict[PageKey, asyncio.Task[Page]] = {}
+        self._inflight_before: dict[PageKey, asyncio.Task[Page]] = {}
         self._pages = metrics.history_pages
         """Pages handed out, by source (redis, cache, shared)."""
+        self._held: weakref.WeakValueDictionary[tuple[str, bytes], Entry] = (
+            weakref.WeakValueDictionary()
+        )
+        """Entries of history pages that some stream or the cache still holds."""
 
     async def tip(self, channel: str) -> bytes:
         """The last id ever generated in ``channel`` (``0-0`` if it has none)."""
@@ -58,14 +68,47 @@ class HistoryReader:
         # Shielded: one client leaving must not cancel a read others wait for.
         return await asyncio.shield(task)
 
+    async def read_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        """Up to ``count`` entries just before ``before`` (``None``: the newest), oldest first.
+
+        Concurrent identical reads share one round trip (a crowd of pages opening on a
+        channel's latest entries); nothing is cached: the newest page changes with every
+        publish, and pages further back are read by one client at a time.
+        """
+        key: PageKey = (channel, before, count)
+        task = self._inflight_before.get(key)
+        if task is None:
+            self._pages["redis"] += 1
+            read = self._broker.read_page_before(channel, before, count)
+            task = asyncio.create_task(read, name=f"history-before-{channel}")
+            self._inflight_before[key] = task
+            task.add_done_callback(lambda _: self._inflight_before.pop(key, None))
+        else:
+            self._pages["shared"] += 1
+        return await asyncio.shield(task)
+
     async def _read(self, key: PageKey) -> Page:
         channel, after, count = key
         self._pages["redis"] += 1
-        page = await self._broker.read_page(channel, after, count)
+        page = self._shared(await self._broker.read_page(channel, after, count))
         # Pages from "earliest" shift as history is trimmed; only id-anchored full pages are fixed.
         if after is not None and count and len(page.entries) == count and self._cache_pages:
             self._remember(key, page)
         return page
+
+    def _shared(self, page: Page) -> Page:
+        """``page`` with every entry that is still held elsewhere replaced by that object."""
+        if not page.entries:
+            return page
+        held = self._held
+        entries = []
+        for entry in page.entries:
+            key = (entry.channel, entry.id)
+            known = held.get(key)
+            if known is None:
+                held[key] = known = entry
+            entries.append(known)
+        return Page(page.tip, tuple(entries))
 
     def _remember(self, key: PageKey, page: Page) -> None:
         # Bounded in bytes as well as pages: pages of large events would otherwise pin
@@ -81,7 +124,7 @@ class HistoryReader:
 
     async def aclose(self) -> None:
         """Cancel and await reads still in flight."""
-        tasks = list(self._inflight.values())
+        tasks = [*self._inflight.values(), *self._inflight_before.values()]
         for task in tasks:
             task.cancel()
         for task in tasks:

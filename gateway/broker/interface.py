@@ -5,7 +5,8 @@ unsubscribed by name, and every entry published on a subscribed channel is
 handed to one ``BrokerListener`` (the hub), together with the changes of the
 flow's state: a subscription confirmed, the flow interrupted for some channels,
 the flow back (entries may have been missed meanwhile). History: a page of a
-channel's entries after a position, with the channel's tip, read atomically.
+channel's entries after (or before) a position, with the channel's tip, read
+atomically.
 
 ``RedisBroker`` (``gateway.broker.standalone``) implements it on one Redis
 server; a cluster broker implements it again with one connection per shard.
@@ -21,9 +22,15 @@ from typing import Any, Protocol
 from gateway.broker.entry import Entry
 
 
+class HistoryRefused(Exception):
+    """Redis refused to read a channel's history after a position (an error reply, not an
+    outage): the position cannot be read from, whatever it names."""
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Entries after a position, and the channel's tip (its last id ever) when they were read."""
+    """Entries next to a position (oldest first), and the channel's tip (its last id ever)
+    when they were read."""
 
     tip: bytes
     entries: tuple[Entry, ...]
@@ -111,7 +118,15 @@ class Broker(Protocol):
     async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
         """Up to ``count`` entries after ``after`` (None: from the earliest retained).
 
-        Waits through outages (retrying with backoff) rather than failing the caller."""
+        Waits through outages (retrying with backoff) rather than failing the caller;
+        raises ``HistoryRefused`` if Redis answers with an error."""
+        ...
+
+    async def read_page_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        """Up to ``count`` entries just before ``before`` (None: the newest), oldest first.
+
+        Reads backwards (the history API's paging back); waits through outages as
+        ``read_page`` does."""
         ...
 
     async def ping(self) -> None:

@@ -26,14 +26,14 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contract.backoff import Backoff
-from contract.wire import NO_ENTRY_ID, Keyspace, read_args, script_source
+from contract.wire import NO_ENTRY_ID, Keyspace, read_args, read_before_args, script_source
 from gateway.broker._pubsub import PubSubConnection
-from gateway.broker.entry import Entry
-from gateway.broker.interface import BrokerListener, BrokerStats, NodeStats, Page
+from gateway.broker.entry import Entry, StreamKey, stream_key
+from gateway.broker.interface import BrokerListener, BrokerStats, HistoryRefused, NodeStats, Page
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ HEALTH_INTERVAL = 5.0
 """Seconds of silence after which the connection is PINGed; two silent intervals mean dead."""
 
 CONNECTION_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+LARGEST_ID: StreamKey = (2**64 - 1, 2**64 - 1)
+"""The largest stream id Redis can represent: a valid position, with nothing after it."""
 
 MALFORMED_LOG_INTERVAL = 10.0
 """Seconds between two log lines about malformed live messages (each one is counted)."""
@@ -262,12 +265,26 @@ class RedisBroker:
     # -- history ---------------------------------------------------------------
 
     async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
+        if after is not None and stream_key(after) == LARGEST_ID:
+            # Nothing can follow the largest id, and XRANGE refuses to look: read the tip.
+            count = 0
+        return await self._read_page(channel, read_args(after, count))
+
+    async def read_page_before(self, channel: str, before: bytes | None, count: int) -> Page:
+        if before == NO_ENTRY_ID:
+            count = 0  # nothing precedes 0-0, and XREVRANGE refuses to look
+        page = await self._read_page(channel, read_before_args(before, count))
+        return Page(page.tip, page.entries[::-1])
+
+    async def _read_page(self, channel: str, args: list[Any]) -> Page:
         key = self._keyspace.history_key(channel)
         attempt = 0
         while True:
             try:
-                tip, raw = await self._read_script(keys=[key], args=read_args(after, count))
+                tip, raw = await self._read_script(keys=[key], args=args)
                 break
+            except ResponseError as exc:
+                raise HistoryRefused(f"history of {channel!r} ({args[0]!r}): {exc}") from None
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 # Streams stay open through a Redis outage: wait and read again.
                 delay = self._backoff.delay(attempt)

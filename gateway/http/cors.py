@@ -15,6 +15,8 @@ from gateway.settings import GatewaySettings
 
 # What EventSource and fetch-based SSE clients send beyond the CORS-safelisted headers.
 ALLOWED_HEADERS = ("Last-Event-ID", "Authorization", "Cache-Control")
+# What a publishing page sends beyond those (HTTP publish).
+PUBLISH_HEADERS = ("Content-Type", "Idempotency-Key")
 # What a cross-origin script may read on errors: when to retry, why auth failed.
 EXPOSED_HEADERS = ("Retry-After", "WWW-Authenticate")
 
@@ -37,7 +39,8 @@ class GatewayCORSMiddleware(CORSMiddleware):
                 "cors_rejected",
                 f"cross-origin request refused: {refused} not allowed "
                 f"(origin {request_headers.get('origin', '')!r})",
-                "allowed origins come from SSE_CORS_ORIGINS; methods: GET; "
+                "allowed origins come from SSE_CORS_ORIGINS; methods: GET (and POST with "
+                "SSE_HTTP_PUBLISH); "
                 f"headers: {', '.join(ALLOWED_HEADERS)} and the CORS-safelisted ones",
             ),
             status_code=400,
@@ -51,8 +54,10 @@ def cors_options(settings: GatewaySettings) -> dict[str, Any] | None:
         return None
     return {
         "allow_origins": settings.cors_origins,
-        "allow_methods": ["GET"],
-        "allow_headers": list(ALLOWED_HEADERS),
+        # POST and its headers only where HTTP publish is on.
+        "allow_methods": ["GET", "POST"] if settings.http_publish else ["GET"],
+        "allow_headers": list(ALLOWED_HEADERS)
+        + (list(PUBLISH_HEADERS) if settings.http_publish else []),
         "allow_credentials": settings.cors_allow_credentials,
         "expose_headers": list(EXPOSED_HEADERS),
     }

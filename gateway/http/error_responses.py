@@ -6,6 +6,8 @@ says what is wrong, the hint how to fix it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +21,8 @@ class ErrorDetail(BaseModel):
     code: str
     message: str
     hint: str | None = None
+    errors: list[dict[str, Any]] | None = None
+    """Itemised problems, where there are several (pydantic's validation errors)."""
 
 
 class ErrorBody(BaseModel):
@@ -27,17 +31,26 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_body(code: str, message: str, hint: str = "") -> dict[str, dict[str, str]]:
-    body = {"code": code, "message": message}
+def error_body(
+    code: str, message: str, hint: str = "", errors: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    body: dict[str, Any] = {"code": code, "message": message}
     if hint:
         body["hint"] = hint
+    if errors is not None:
+        body["errors"] = errors
     return {"error": body}
+
+
+def documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses`` for OpenAPI: these statuses answer with an ``ErrorBody``."""
+    return {status: {"model": ErrorBody} for status in statuses}
 
 
 def error_response(exc: GatewayError) -> JSONResponse:
     """The HTTP answer to ``exc``: its status, headers and JSON body."""
     return JSONResponse(
-        error_body(exc.code, exc.message, exc.hint),
+        error_body(exc.code, exc.message, exc.hint, exc.errors),
         status_code=exc.status_code,
         headers=exc.headers,
     )

@@ -62,7 +62,7 @@ def _error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     response_class=StreamResponse,
     responses={
         200: {"content": {"text/event-stream": {}}},
-        **_error_responses(400, 401, 403, 422, 503),
+        **_error_responses(400, 401, 403, 422, 429, 503, 505),
     },
     openapi_extra={"parameters": [CHANNEL_PARAMETER]},
 )
@@ -87,7 +87,7 @@ async def sse(
         ),
     ] = None,
 ) -> StreamResponse:
-    return open_stream(request, channel, last_event_id, last_event_id_header, token)
+    return open_stream(request, channel, last_event_id, last_event_id_header, token).response
 
 
 @router.get("/", include_in_schema=False)

@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Coroutine
+from typing import Any, NamedTuple
 
 from fastapi import Request
 from starlette.types import Receive, Scope, Send
 
 from contract.channels import InvalidChannelName, validate_channel
 from contract.events import BaseEvent
-from gateway.auth import TokenVerifier
+from gateway.auth import Grant, TokenVerifier
 from gateway.errors import (
     ChannelForbidden,
     ExpiredToken,
     GatewayError,
+    HttpVersionNotSupported,
     InvalidChannel,
     InvalidToken,
     MissingToken,
@@ -43,6 +44,7 @@ from gateway.errors import (
     RepeatedParameter,
     TooManyChannels,
     TooManyStreams,
+    TooManyStreamsForSubject,
 )
 from gateway.http.admission import StreamAdmission
 from gateway.http.error_responses import error_response
@@ -61,6 +63,8 @@ STREAM_PATH = "/sse"
 
 REFUSALS: tuple[type[GatewayError], ...] = (
     TooManyStreams,
+    TooManyStreamsForSubject,
+    HttpVersionNotSupported,
     MissingToken,
     InvalidToken,
     ExpiredToken,
@@ -72,6 +76,11 @@ REFUSALS: tuple[type[GatewayError], ...] = (
 )
 """What ``GET /sse`` may answer instead of a stream: counted by code from 0, so that a
 dashboard shows a flat line rather than no data until the first one."""
+
+HTTP_1_0_REFUSED = HttpVersionNotSupported(
+    "SSE streams need HTTP/1.1: HTTP/1.0 has no chunked transfer coding",
+    "send the request as HTTP/1.1 (curl: drop --http1.0; nginx: proxy_http_version 1.1)",
+)
 
 
 def validate_channels(
@@ -114,21 +123,37 @@ def reject_repeats(request: Request, *names: str) -> None:
             )
 
 
+class OpenedStream(NamedTuple):
+    response: StreamResponse
+    subject: str | None
+    """The token's subject, for the per-subject limit (None: no auth, or no ``sub``)."""
+
+
+def stream_lifetime(grant: Grant, cap: float | None) -> float:
+    """Seconds the stream of a verified token may stay open: until its ``exp``, or ``cap``."""
+    left = max(0.0, grant.seconds_left())
+    return left if cap is None else min(left, cap)
+
+
 def open_stream(
     request: Request,
     channel: list[str],
     last_event_id: str | None,
     last_event_id_header: str | None,
     token: str | None,
-) -> StreamResponse:
+) -> OpenedStream:
     """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request."""
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
     reject_repeats(request, "last_event_id", "token")
     channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
     auth: TokenVerifier | None = request.app.state.auth
+    lifetime: float | None = None
+    subject: str | None = None
     if auth is not None:
-        auth.authorize(request, token, channels)
+        grant = auth.authorize(request, token, channels)
+        lifetime = stream_lifetime(grant, settings.auth_max_stream_seconds)
+        subject = grant.subject
     raw_cursor = last_event_id_header if last_event_id_header is not None else last_event_id
     notices: list[BaseEvent[Any]] = []
     try:
@@ -148,8 +173,9 @@ def open_stream(
         hub=runtime.hub,
         history=runtime.history,
         options=runtime.stream_options,
+        lifetime=lifetime,
     )
-    return runtime.responses.open(subscription)
+    return OpenedStream(runtime.responses.open(subscription), subject)
 
 
 class StreamRoute:
@@ -168,28 +194,58 @@ class StreamRoute:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
         requested_at = time.perf_counter()
+        if scope.get("http_version") == "1.0":
+            # No chunked coding in HTTP/1.0, and uvicorn frames every streamed body so.
+            return self._refuse(HTTP_1_0_REFUSED, scope, receive, send)
         try:
             self.admission.admit()
         except GatewayError as exc:
             return self._refuse(exc, scope, receive, send)
         try:
             request = Request(scope, receive, send)
+            auth: TokenVerifier | None = request.app.state.auth
+            fetch = (
+                None if auth is None else auth.key_fetch(request, request.query_params.get("token"))
+            )
+            if fetch is not None:
+                return self._open_once_fetched(fetch, request, send, requested_at)
+        except BaseException:
+            self.admission.release()
+            raise
+        return self._open(request, send, requested_at)
+
+    async def _open_once_fetched(
+        self, fetch: Awaitable[None], request: Request, send: Send, requested_at: float
+    ) -> None:
+        """Open the stream once the keys its token needs are fetched (this frame then stays
+        on the stack for the stream's lifetime: only the first tokens of a new key)."""
+        try:
+            await fetch
+        except BaseException:
+            self.admission.release()
+            raise
+        await self._open(request, send, requested_at)
+
+    def _open(self, request: Request, send: Send, requested_at: float) -> Coroutine[Any, Any, None]:
+        """The response's coroutine for an admitted request (the slot is the caller's)."""
+        scope, receive = request.scope, request.receive
+        try:
             query = request.query_params
-            response = open_stream(
+            response, subject = open_stream(
                 request,
                 channel=query.getlist("channel"),
                 last_event_id=query.get("last_event_id"),  # the last one, as FastAPI takes
                 last_event_id_header=request.headers.get("last-event-id"),
                 token=query.get("token"),
             )
+            response.on_end = self.admission.admit_subject(subject)
+            response.requested_at = requested_at
         except GatewayError as exc:
             self.admission.release()
             return self._refuse(exc, scope, receive, send)
         except BaseException:
             self.admission.release()
             raise
-        response.on_end = self.admission.release
-        response.requested_at = requested_at
         return response(scope, receive, send)
 
     def _refuse(

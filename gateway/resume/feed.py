@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.broker import Entry, HistoryReader, format_stream_id, stream_key
+from gateway.broker import Entry, HistoryReader, HistoryRefused, format_stream_id, stream_key
 from gateway.fanout import ChannelSink, Hub
 from gateway.resume.cursor import EARLIEST, LIVE, Position, StreamPositions
 
@@ -149,7 +149,15 @@ class ChannelFeed:
         positions, history, page_size = stream.positions, stream.history, stream.page_size
         while True:
             position, key = positions.ids[index], positions.keys[index]
-            page = await history.read_after(channel, position, page_size)
+            try:
+                page = await history.read_after(channel, position, page_size)
+            except HistoryRefused:
+                if position is None:
+                    raise  # not the position: the history itself cannot be read
+                # A position the client chose that Redis will not read after: say so and
+                # replay what is retained, as for a history lost under the position.
+                yield [Gap(channel, "lost", position, None)]
+                continue
             entries = page.entries
             items: list[Item] = []
             if position is not None:

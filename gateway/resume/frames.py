@@ -8,10 +8,11 @@ entry's whole frame, also built once, so every such stream shares its bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from contract.control import (
+    RECONNECT_REASONS,
     CursorInvalid,
     CursorInvalidPayload,
     HistoryGap,
@@ -26,6 +27,13 @@ from gateway.resume.cursor import EARLIEST, StreamPositions, single_channel_curs
 from gateway.resume.feed import Gap, Item
 
 _LINE_BREAKS = (b"\r\n", b"\r")
+
+PIECE_BYTES = 64 * 1024
+"""Payload bytes rendered for one write. The stream's task renders the next piece only
+once the last one was written, and a write waits while the socket's buffer is over its
+high-water mark: a client that stops reading holds about one piece and that buffer, not
+a history page (500 entries of 10 KB would be 5 MB, plus its framed copy)."""
+_FRAME_OVERHEAD = 64
 
 
 def data_lines(data: bytes) -> bytes:
@@ -62,6 +70,20 @@ def control_frame(cursor: bytes, event: BaseEvent[Any]) -> bytes:
     return (
         b"id: " + cursor + b"\nevent: " + name + b"\n" + data_lines(event.encode_data()) + b"\n\n"
     )
+
+
+def pieces(items: Sequence[Item], limit: int = PIECE_BYTES) -> Iterator[Sequence[Item]]:
+    """``items`` in consecutive runs of about ``limit`` payload bytes (at least one item each),
+    to be rendered and written one after the other."""
+    size, start = 0, 0
+    for end, item in enumerate(items, 1):
+        if isinstance(item, Entry):
+            size += len(item.data) + _FRAME_OVERHEAD
+            if size >= limit:
+                yield items if start == 0 and end == len(items) else items[start:end]
+                size, start = 0, end
+    if start < len(items):
+        yield items if start == 0 else items[start:]
 
 
 def render(positions: StreamPositions, index: int, items: Sequence[Item]) -> bytes:
@@ -122,9 +144,8 @@ def opening(
 
 def closing(positions: StreamPositions, reason: str, retry_ms: int) -> bytes:
     """The last bytes of a stream the gateway ends: why, and how soon to come back."""
-    payload = ReconnectPayload(
-        reason="shutdown" if reason == "shutdown" else "slow_consumer", retry_ms=retry_ms
-    )
+    known = reason if reason in RECONNECT_REASONS else "slow_consumer"
+    payload = ReconnectPayload(reason=known, retry_ms=retry_ms)
     return b"retry: %d\n\n" % retry_ms + control_frame(positions.text(), Reconnect(data=payload))
 
 

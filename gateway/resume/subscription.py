@@ -4,7 +4,9 @@ Per channel a ``ChannelFeed`` (replay, then live); several feeds are merged with
 ``aiostream.stream.merge``, and a single feed needs no merging (which saves the
 merge's task per channel on the most common subscription). The stream's task
 renders what the feeds yield (``frames.render``) and writes it: the opening,
-history, gaps, live entries that queued up while it lagged, the closing hint.
+history, gaps, live entries that queued up while it lagged, the closing hint. It
+renders in pieces (``frames.pieces``), each only once the one before was written, so
+a client that stops reading holds one piece and its socket's buffer, not a page.
 
 Live entries take a shorter way while the stream keeps up. When every feed of
 the stream waits on its sink with nothing buffered, its output can take a write
@@ -20,6 +22,7 @@ the feeds read it, the frames loop and a group that releases the stream move it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 QUIET_ENDS = frozenset({"disconnect", "write_failed"})
 """Reasons to end a stream that nobody can be told about."""
+SHUTDOWN = "shutdown"
+TOKEN_EXPIRED = "token_expired"
+"""Why a stream opened with a token ends at its ``exp`` (or SSE_AUTH_MAX_STREAM_SECONDS)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class Subscription:
         "_channels",
         "_ended",
         "_group",
+        "_lifetime",
         "_notices",
         "_options",
         "_output",
@@ -78,8 +85,11 @@ class Subscription:
         hub: Hub,
         history: HistoryReader,
         options: StreamOptions,
+        lifetime: float | None = None,
     ) -> None:
         self._channels = tuple(channels)
+        self._lifetime = lifetime
+        """Seconds the stream may stay open (its token's ``exp``); None: no end."""
         self._start = start
         self._notices = notices
         self.hub = hub
@@ -96,7 +106,8 @@ class Subscription:
         return self._options.page_size
 
     def end(self, reason: str) -> None:
-        """End the stream at its next step, without a closing hint (nobody would read it)."""
+        """End the stream at its next step: with a closing hint that says why, unless
+        nobody would read it (``QUIET_ENDS``)."""
         if self._ended is None:
             self._ended = reason
         self._leave_group()
@@ -167,6 +178,9 @@ class Subscription:
         """The bytes the stream's task writes; live chunks may reach ``output`` directly."""
         hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
         metrics = options.metrics
+        expiry = None
+        if self._lifetime is not None:
+            expiry = asyncio.get_running_loop().call_later(self._lifetime, self.end, TOKEN_EXPIRED)
         try:
             for channel in self._channels:
                 sinks.append(await hub.attach(channel))
@@ -189,7 +203,10 @@ class Subscription:
                     try:
                         async for items in items_stream:
                             self._count(metrics, items)
-                            yield frames.render(positions, 0, items)
+                            for piece in frames.pieces(items):
+                                if self._ended is not None:
+                                    raise SinkClosed(self._ended)  # in the middle of a replay
+                                yield frames.render(positions, 0, piece)
                     finally:
                         await items_stream.aclose()
                 else:
@@ -198,18 +215,22 @@ class Subscription:
                         async for items in merged:
                             # A feed yields items of its own channel only.
                             self._count(metrics, items)
-                            yield frames.render(positions, index(items[0].channel), items)
+                            at = index(items[0].channel)
+                            for piece in frames.pieces(items):
+                                if self._ended is not None:
+                                    raise SinkClosed(self._ended)
+                                yield frames.render(positions, at, piece)
             except SinkClosed as closed:
                 if self._ended is None:
                     self._ended = closed.reason
                 self._leave_group()
                 if closed.reason in QUIET_ENDS:
                     return
-                retry = (
-                    options.shutdown_retry_ms if closed.reason == "shutdown" else options.retry_ms
-                )
+                retry = options.shutdown_retry_ms if closed.reason == SHUTDOWN else options.retry_ms
                 yield frames.closing(positions, closed.reason, retry)
         finally:
+            if expiry is not None:
+                expiry.cancel()
             self._output = None
             self._leave_group()
             for sink in sinks:

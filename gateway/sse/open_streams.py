@@ -3,7 +3,9 @@
 sse-starlette runs a ping task per stream; here one task pings every stream that
 wrote nothing during the last interval, with one shared comment per round.
 When the shutdown grace period is over, streams still open (a client that stopped
-reading during the drain) are cancelled, as sse-starlette's task group does.
+reading during the drain) are cancelled, as sse-starlette's task group does. Each
+round also gives free heap memory back to the system once a burst of streams has
+gone (``gateway.heap``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 
+from gateway.heap import trim_after_burst
 from gateway.metrics import Metrics
 from gateway.sse.output import StreamOutput
 
@@ -37,11 +40,15 @@ class OpenStreams:
         self._tasks: dict[StreamOutput, asyncio.Task[object]] = {}
         self._forced: set[StreamOutput] = set()
         self._pinger: asyncio.Task[None] | None = None
+        self._peak = 0
+        """Most streams open at once since the heap was last trimmed."""
 
     def add(self, output: StreamOutput, task: asyncio.Task[object]) -> None:
         self.open += 1
         self._metrics.streams_opened += 1
         self._tasks[output] = task
+        if self.open > self._peak:
+            self._peak = self.open
 
     def discard(self, output: StreamOutput) -> None:
         if self._tasks.pop(output, None) is not None:
@@ -76,6 +83,8 @@ class OpenStreams:
     async def _ping_forever(self) -> None:
         while True:
             await asyncio.sleep(self.ping_interval)
+            if trim_after_burst(self._peak, self.open):  # memory back after a burst left
+                self._peak = self.open
             comment = ping_comment()
             pinged = 0
             for n, output in enumerate(list(self._tasks)):

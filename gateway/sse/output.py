@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 SendCoroutine = Coroutine[Any, Any, None]
 
+YIELD_BYTES = 64 * 1024
+"""Bytes a stream's task writes without waiting before it lets other tasks run."""
+
 
 class SharedChunk:
     """Body bytes written to many streams (a group's flush), framed once for direct writes."""
@@ -63,6 +66,7 @@ class StreamOutput:
         "_flight",
         "_send",
         "_send_timeout",
+        "_unyielded",
         "disconnected",
         "error",
         "on_failure",
@@ -78,6 +82,8 @@ class StreamOutput:
         """Writes to uvicorn's transport without a ``send`` coroutine, while it can."""
         self._flight: asyncio.Future[None] | None = None
         self._busy = False
+        self._unyielded = 0
+        """Bytes the task wrote since it last let the event loop run."""
         self.disconnected = False
         self.error: BaseException | None = None
         """Why writing failed (a ``SendTimeoutError``, or what ``send`` raised)."""
@@ -132,18 +138,24 @@ class StreamOutput:
         if self.disconnected:
             return
         direct = self._direct
-        if direct is not None and direct.try_write(chunk):
-            return
-        started = self._start(chunk)
-        if started is None:
+        if (direct is not None and direct.try_write(chunk)) or (
+            started := self._start(chunk)
+        ) is None:
             if self.error is not None:
                 raise self.error
+            # Written without waiting: a replay into a socket that takes megabytes (the
+            # kernel's send buffer) would otherwise hold the loop for all of them.
+            self._unyielded += len(chunk)
+            if self._unyielded >= YIELD_BYTES:
+                self._unyielded = 0
+                await asyncio.sleep(0)
             return
         self._busy = True
         try:
             await self._bounded(*started)
         finally:
             self._busy = False
+            self._unyielded = 0
         if self.error is not None:
             raise self.error
 
@@ -178,6 +190,21 @@ class StreamOutput:
             self._flight = None
         if self.error is not None:
             self._failed()
+
+    def drop(self) -> bool:
+        """Drop the connection with its unsent bytes (its client stopped reading); False
+        where that cannot be done: through ASGI alone the server closes it, once the client
+        has read those bytes or left."""
+        if self._direct is None:
+            return False
+        self._direct.abort()
+        return True
+
+    async def released(self, linger: float) -> None:
+        """Return once the connection is closed, its last bytes sent or, after ``linger``
+        seconds, dropped (fast path; through ASGI, at once: the server closes it)."""
+        if self._direct is not None:
+            await self._direct.released(linger)
 
     async def aclose(self) -> None:
         """Cancel and await a write still in flight (the stream has ended)."""

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -39,9 +39,6 @@ from gateway.sse.disconnect import DisconnectWatch, Watch
 from gateway.sse.lifecycle import StreamCut, StreamLifecycle, write_failure
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import StreamOutput
-
-if TYPE_CHECKING:
-    from gateway._fastpath.transport import ChunkedTransport
 
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
@@ -72,13 +69,6 @@ class FrameSource(Protocol):
         ...
 
 
-def _drop(direct: ChunkedTransport | None) -> None:
-    """Drop a cut stream's connection at once where the fast path can; through ASGI alone,
-    uvicorn closes it, after the client has read what is buffered for it."""
-    if direct is not None:
-        direct.abort()
-
-
 class _NoBody:
     """Stands in for sse-starlette's body iterator: the frames need the output first."""
 
@@ -87,6 +77,16 @@ class _NoBody:
 
 
 _END_OF_BODY: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+CLOSE_LINGER = 2.0
+"""Seconds an ended stream's unsent bytes (its closing hint) get to leave before its
+connection is dropped (fast path): a client that stopped reading must not keep the
+gateway's socket open."""
+
+
+CUT_REASONS = frozenset({"send_timeout", "write_failed", "shutdown_forced"})
+"""Ends the gateway forces on a stream whose client does not read: its connection is
+dropped with whatever is still buffered for it."""
 
 
 class StreamResponses:
@@ -100,6 +100,7 @@ class StreamResponses:
         send_timeout: float | None,
         tcp_nodelay: bool,
         metrics: Metrics,
+        send_buffer: int | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.streams = streams
@@ -108,7 +109,10 @@ class StreamResponses:
         self.fast_path = fast_path
         self.send_timeout = send_timeout
         self.coalesce_writes = not tcp_nodelay
+        self.close_linger = CLOSE_LINGER
         """Leave Nagle's algorithm on for streams' sockets (fast path only)."""
+        self.send_buffer = send_buffer
+        """Kernel send buffer of streams' sockets, bytes (fast path); None: the kernel's."""
         self.headers = headers
         prototype = EventSourceResponse(
             _NoBody(), headers=headers, ping=streams.ping_interval, send_timeout=send_timeout
@@ -182,7 +186,9 @@ class StreamResponse(EventSourceResponse):
             responses = self._responses
             fast_path = responses.fast_path
             server_send = scope.get(SERVER_SEND, send)
-            direct = fast_path.direct_writes(server_send, coalesce=responses.coalesce_writes)
+            direct = fast_path.direct_writes(
+                server_send, coalesce=responses.coalesce_writes, send_buffer=responses.send_buffer
+            )
             # The request's headers have been read (auth, cursor, CORS, access log): a
             # browser's dozen headers and cookies need not live as long as the stream.
             request_headers = scope.get("headers")
@@ -191,6 +197,7 @@ class StreamResponse(EventSourceResponse):
             output = StreamOutput(server_send, self.send_timeout, direct)
             source, streams, background = self._source, responses.streams, self.background
             metrics, lifecycle = responses.metrics, responses.lifecycle
+            close_linger = responses.close_linger
             ends = _StreamEnds(output, source)
             output.on_failure = ends.write_failed
             # This frame stays alive as long as the stream; the response object (its
@@ -216,24 +223,22 @@ class StreamResponse(EventSourceResponse):
                             break
                 except Exception as exc:
                     if exc is not output.error:
-                        raise
+                        raise  # a bug, not a client that stopped reading
                 finally:
                     await frames.aclose()
                 if output.error is not None:
                     # A stalled client: no end-of-body write could reach it.
                     reason = write_failure(output.error)
-                    _drop(direct)
-                    raise StreamCut(reason) from output.error
-                reason = source.end_reason or "disconnect"
-                if not output.disconnected:
-                    await send(_END_OF_BODY)
+                else:
+                    reason = source.end_reason or "disconnect"
+                    if not output.disconnected:
+                        await send(_END_OF_BODY)
             except asyncio.CancelledError:
                 reason = "shutdown_forced"
                 if not streams.was_forced(output):
+                    output.drop()
                     raise
                 task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
-                _drop(direct)
-                raise StreamCut(reason) from None
             finally:
                 watch_task = watch.stop()
                 streams.discard(output)
@@ -242,6 +247,14 @@ class StreamResponse(EventSourceResponse):
                     with contextlib.suppress(asyncio.CancelledError):
                         await watch_task
                 lifecycle.closed(source, scope, reason, requested_at)
+            if reason in CUT_REASONS and not output.drop():
+                # Through ASGI alone a cut can only be told to the server by raising: it
+                # closes the connection (once its client has read what is buffered or left).
+                # The cut is logged already; gateway.logs keeps it to that one line.
+                raise StreamCut(reason)
+            # Until its socket is closed the connection holds an fd and its unsent bytes:
+            # the admission slot is given back only then.
+            await output.released(close_linger)
             if background is not None:
                 await background()
         finally:

@@ -34,12 +34,18 @@ def require_browser() -> None:
 
 
 @contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    """A launched Chromium, closed on exit (a launch costs seconds: share one per module)."""
+async def chromium(*extra_args: str) -> AsyncIterator[Browser]:
+    """A launched Chromium, closed on exit (a launch costs seconds: share one per module).
+
+    ``extra_args`` go to Chromium after the usual ones (``--ignore-certificate-errors``
+    for a test's self-signed certificate)."""
     require_browser()
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=30_000
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[*CHROMIUM_ARGS, *extra_args],
+            timeout=30_000,
         )
         try:
             yield launched

@@ -1,9 +1,11 @@
 """Debian's nginx in front of test gateways, configured by the shipped deploy/nginx/nginx.conf.
 
 ``render_config`` turns the compose configuration into a local one: the
-``server gateway-N:8000`` lines point at the test's gateways, ``listen`` at a free
-loopback port, and every path nginx writes goes under a temporary prefix. Nothing
-else changes, so the proxy settings under test are the ones that ship.
+``server gateway-N:8000`` lines point at the test's gateways, both ``listen`` lines
+(plain HTTP and HTTPS + HTTP/2) at free loopback ports, the certificate at one made by
+the shipped ``deploy/nginx/make_cert.py``, and every path nginx writes goes under a
+temporary prefix. Nothing else changes, so the proxy settings under test are the ones
+that ship.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +24,9 @@ from tests.support.processes import ROOT, ManagedProcess
 NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 UPSTREAM_SERVER = re.compile(r"^(\s*server\s+)gateway-\d+:8000\b", re.MULTILINE)
 LISTEN = re.compile(r"^(\s*listen\s+)8080;", re.MULTILINE)
+TLS_LISTEN = re.compile(r"^(\s*listen\s+)8443( ssl http2;)", re.MULTILINE)
+TLS_FILES = re.compile(r"^(\s*ssl_certificate(?:_key)?\s+)/etc/nginx/tls/", re.MULTILINE)
+MAKE_CERT = ROOT / "deploy" / "nginx" / "make_cert.py"
 
 
 def nginx_binary() -> str:
@@ -30,10 +36,23 @@ def nginx_binary() -> str:
     return binary
 
 
+def make_certificate(directory: Path) -> None:
+    """A self-signed certificate in ``directory``, made by the script that ships."""
+    subprocess.run(
+        [sys.executable, str(MAKE_CERT), str(directory)], check=True, capture_output=True
+    )
+
+
 def render_config(
-    upstreams: Sequence[str], listen: str, prefix: Path, source: Path = NGINX_CONF
+    upstreams: Sequence[str],
+    listen: str,
+    prefix: Path,
+    source: Path = NGINX_CONF,
+    *,
+    tls_listen: str | None = None,
 ) -> str:
-    """The shipped config with local upstreams (``host:port``), listen address and paths."""
+    """The shipped config with local upstreams (``host:port``), listen addresses (the TLS
+    one on a free port unless given), paths, and the certificate in ``prefix/tls``."""
     text = source.read_text()
     servers = UPSTREAM_SERVER.findall(text)
     if len(servers) != len(upstreams):
@@ -45,6 +64,11 @@ def render_config(
     text, listens = LISTEN.subn(lambda m: f"{m.group(1)}{listen};", text)
     if listens != 1:
         raise ValueError(f"{source} must have exactly one `listen 8080;` line, has {listens}")
+    tls_listen = tls_listen or f"127.0.0.1:{free_port()}"
+    text, tls_listens = TLS_LISTEN.subn(lambda m: f"{m.group(1)}{tls_listen}{m.group(2)}", text)
+    if tls_listens != 1:
+        raise ValueError(f"{source} must have one `listen 8443 ssl http2;` line, has {tls_listens}")
+    text = TLS_FILES.sub(lambda m: f"{m.group(1)}{prefix / 'tls'}/", text)
     local = "\n".join(
         f"    {name}_temp_path {prefix / 'tmp' / name};"
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -73,15 +97,24 @@ class NginxProcess(ManagedProcess):
     def __init__(self, upstreams: Sequence[str]) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix="sse-test-nginx-"))
         (self.prefix / "tmp").mkdir()
+        make_certificate(self.prefix / "tls")
         self.port = free_port()
+        self.tls_port = free_port()
         self.config = self.prefix / "nginx.conf"
-        self.config.write_text(render_config(upstreams, f"127.0.0.1:{self.port}", self.prefix))
+        self.config.write_text(
+            render_config(
+                upstreams,
+                f"127.0.0.1:{self.port}",
+                self.prefix,
+                tls_listen=f"127.0.0.1:{self.tls_port}",
+            )
+        )
         checked = check_config(self.config, self.prefix)
         if checked.returncode != 0:
             raise RuntimeError(f"nginx -t failed:\n{checked.stderr}")
         args = [nginx_binary(), "-p", str(self.prefix), "-c", str(self.config), "-e", "stderr"]
         super().__init__(args, {}, name="nginx")
-        if not wait_for_port(self.port, timeout=10):
+        if not (wait_for_port(self.port, timeout=10) and wait_for_port(self.tls_port, timeout=10)):
             log = self.log()
             self.close()
             raise RuntimeError(f"nginx did not listen on {self.port}:\n{log}")
@@ -89,6 +122,11 @@ class NginxProcess(ManagedProcess):
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def https_url(self) -> str:
+        """The HTTPS + HTTP/2 listener (self-signed certificate)."""
+        return f"https://127.0.0.1:{self.tls_port}"
 
     def close(self) -> None:
         super().close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,10 +36,21 @@ def run_cli(
     )
 
 
+def _limit_open_files(count: int) -> Callable[[], None]:
+    """For ``preexec_fn``: the child may hold at most ``count`` descriptors."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+    return limit
+
+
 class ManagedProcess:
     """A child process whose output goes to a log file; ended by its own PID only."""
 
-    def __init__(self, args: list[str], env: dict[str, str], name: str) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], name: str, *, open_files: int | None = None
+    ) -> None:
         self.name = name
         self.log_path = Path(tempfile.mkstemp(prefix=f"sse-test-{name}-", suffix=".log")[1])
         self._log = self.log_path.open("wb")
@@ -47,6 +60,7 @@ class ManagedProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=None if open_files is None else _limit_open_files(open_files),
         )
 
     @property
@@ -88,13 +102,15 @@ class GatewayProcess(ManagedProcess):
         workers: int = 1,
         port: int | None = None,
         args: list[str] | None = None,
+        open_files: int | None = None,
     ) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
         if workers != 1:
             argv += ["--workers", str(workers)]
         argv += args or []
-        super().__init__(argv, {"REDIS_URL": redis_url, **(env or {})}, name="gateway")
+        env = {"REDIS_URL": redis_url, **(env or {})}
+        super().__init__(argv, env, name="gateway", open_files=open_files)
         try:
             self.wait_ready()
         except BaseException:
