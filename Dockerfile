@@ -3,19 +3,28 @@
 #   docker run -e REDIS_URL=redis://redis:6379/0 -p 8000:8000 redis-sse-gateway
 #   docker run -e REDIS_URL=redis://redis:6379/0 redis-sse-gateway python -m producers echo --message hi
 
-# The build stage installs the project into a virtualenv; only that virtualenv is copied
-# into the final image, so it holds no build leftovers (pip caches, sources, wheels).
+# The build stage installs the project into a virtualenv with the versions pinned in uv.lock
+# (the same set ./scripts/test proves); only that virtualenv is copied into the final image,
+# so it holds no build leftovers (uv, caches, sources, wheels).
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv
+# uv at the version pyproject.toml's [tool.uv] required-version names (uv refuses another).
+RUN pip install "uv==0.13.9"
 WORKDIR /src
+# Dependencies first, in their own layer: a code change does not reinstall them.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-dev --no-install-project
 # pyproject.toml names README.md as the package's readme, so the build needs it.
-COPY pyproject.toml README.md ./
+COPY README.md ./
+COPY client ./client
 COPY contract ./contract
 COPY gateway ./gateway
 COPY producers ./producers
-RUN /opt/venv/bin/pip install .
+RUN uv sync --locked --no-dev --no-editable
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

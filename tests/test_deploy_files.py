@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,14 @@ def test_dockerfile_builds_one_slim_non_root_image() -> None:
     froms = [line.split()[1] for line in lines if line.upper().startswith("FROM ")]
     assert froms, "no FROM"
     assert all(image.startswith("python:3.11-slim") for image in froms), froms
-    assert any(re.search(r"pip install\b.*\s\.$", line) for line in lines), "installs the project"
+    installs = [line for line in lines if line.startswith("RUN uv sync")]
+    assert installs, "installs with uv"
+    assert all("--locked" in line for line in installs), "the versions in uv.lock"
+    assert "--no-editable" in installs[-1], "the project itself, not a link to /src"
+    uv_pin = re.search(r'pip install "uv==([^"]+)"', DOCKERFILE.read_text())
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert uv_pin, "uv pinned"
+    assert f"=={uv_pin[1]}" == pyproject["tool"]["uv"]["required-version"]
     users = [line.split()[1] for line in lines if line.upper().startswith("USER ")]
     assert users, "no USER: the image would run as root"
     assert users[-1].split(":")[0] not in ("root", "0")
