@@ -176,18 +176,28 @@ class StreamResponse(EventSourceResponse):
             requested_at = self.requested_at or time.perf_counter()
             task = asyncio.current_task()
             assert task is not None
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
             responses = self._responses
             fast_path = responses.fast_path
             server_send = scope.get(SERVER_SEND, send)
+            # The head leaves with the opening frame: one write and one segment, not two.
+            head = fast_path.hold_head(server_send)
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+            except BaseException:
+                if head is not None:
+                    head.write_now()
+                raise
             direct = fast_path.direct_writes(
-                server_send, coalesce=responses.coalesce_writes, send_buffer=responses.send_buffer
+                server_send,
+                coalesce=responses.coalesce_writes,
+                send_buffer=responses.send_buffer,
+                head=head,
             )
             # The request's headers have been read (auth, cursor, CORS, access log): a
             # browser's dozen headers and cookies need not live as long as the stream.
@@ -232,6 +242,8 @@ class StreamResponse(EventSourceResponse):
                 else:
                     reason = source.end_reason or "disconnect"
                     if not output.disconnected:
+                        if direct is not None:
+                            direct.flush_head()
                         await send(_END_OF_BODY)
             except asyncio.CancelledError:
                 reason = "shutdown_forced"
