@@ -259,6 +259,7 @@ class StreamResponse(EventSourceResponse):
                     with contextlib.suppress(asyncio.CancelledError):
                         await watch_task
                 lifecycle.closed(source, scope, reason, requested_at)
+                output.on_failure = None  # no cycle left (see the end of this method)
             if reason in CUT_REASONS and not output.drop():
                 # Through ASGI alone a cut can only be told to the server by raising: it
                 # closes the connection (once its client has read what is buffered or left).
@@ -274,3 +275,8 @@ class StreamResponse(EventSourceResponse):
             # coroutine does), so it gives the admission slot back.
             if on_end is not None:
                 on_end()
+            # The scope holds the server's send, bound to the request cycle that holds the
+            # scope: a cycle. Broken, an ended stream's objects (protocol, transport, cycle,
+            # output, subscription) are freed by their reference counts, not by the next
+            # full collection, which walks every open stream (~0.5 s at 15,000).
+            scope.pop(SERVER_SEND, None)
