@@ -199,6 +199,7 @@ class StreamResponse(EventSourceResponse):
                 send_buffer=responses.send_buffer,
                 head=head,
             )
+            head = None  # this frame lives as long as the stream: hold no spent object
             # The request's headers have been read (auth, cursor, CORS, access log): a
             # browser's dozen headers and cookies need not live as long as the stream.
             request_headers = scope.get("headers")
