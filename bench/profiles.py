@@ -28,6 +28,10 @@ class Profile:
     resume_clients: int
     resume_behind: int
     resume_target_s: float
+    # (g) reconnect storm: clients open a stream, a bounded number waiting at a time.
+    storm_clients: int
+    storm_in_flight: int
+    storm_rounds: int
     # (f) multiplexing.
     multiplex_subscribers: int
     multiplex_rate: float
@@ -81,6 +85,9 @@ FULL = Profile(
     resume_clients=10_000,
     resume_behind=100,
     resume_target_s=5.0,
+    storm_clients=10_000,
+    storm_in_flight=200,
+    storm_rounds=3,
     multiplex_subscribers=2000,
     multiplex_rate=40.0,
     multiplex_seconds=10.0,
@@ -106,6 +113,9 @@ QUICK = Profile(
     resume_clients=300,
     resume_behind=100,
     resume_target_s=5.0,
+    storm_clients=500,
+    storm_in_flight=50,
+    storm_rounds=1,
     multiplex_subscribers=200,
     multiplex_rate=40.0,
     multiplex_seconds=1.0,

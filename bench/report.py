@@ -272,6 +272,37 @@ def _anchor_table(systems: dict[str, dict[str, Any]], moderate_label: str) -> li
     return lines
 
 
+def _storm_table(systems: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 14's reconnect storm: one row per round per system."""
+    header = ["system", "clients", "in flight", "new streams/s", "CPU µs/new stream"]
+    header += ["kernel µs", "answer p50 / p99 ms", "failed", "others on server core"]
+    lines: list[str] = []
+    for name, data in systems.items():
+        result = data.get("reconnect_storm")
+        if not isinstance(result, dict) or "rounds" not in result:
+            continue
+        for r in result["rounds"]:
+            lat = r["answer_ms"]
+            lines.append(
+                _row(
+                    [
+                        LABELS.get(name, name),
+                        f"{r['clients']:,}",
+                        f"{r['in_flight']:,}",
+                        _num(r["new_streams_per_s"]),
+                        _num(r["cpu_us_per_new_stream"], 1),
+                        _num(r["kernel_us_per_new_stream"], 1),
+                        f"{_num(lat['p50'], 1)} / {_num(lat['p99'], 1)}",
+                        f"{r['failed']:,}",
+                        _num(r.get("server_core_others_pct"), 0, "%"),
+                    ]
+                )
+            )
+    if not lines:
+        return []
+    return ["## Reconnect storm", "", _row(header), _row(["---"] * len(header)), *lines, ""]
+
+
 def _steps_table(name: str, fan: dict[str, Any]) -> list[str]:
     header = ["offered/s", "delivered/s", "p50 ms", "p99 ms", "max ms", "lost", "dup"]
     header += ["CPU µs/delivery", "others on server core", "sustained"]
@@ -346,6 +377,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         fan = data.get("fanout")
         if isinstance(fan, dict) and "steps" in fan:
             out += [*_steps_table(name, fan), ""]
+    out += _storm_table(systems)
     cost = systems.get("ours", {}).get("metrics_cost")
     if isinstance(cost, dict) and "moderate" in cost:
         out += _metrics_cost_table(cost)

@@ -21,6 +21,7 @@ from bench.procs import CLIENT_CORE, SERVER_CORE
 from bench.procstat import core_busy_seconds
 from bench.profiles import Profile
 from bench.publisher import GatewaySink, Sink, publish_at_rate
+from bench.storm import storm
 from bench.systems import Server
 
 MB = 1024 * 1024
@@ -332,6 +333,29 @@ async def resume_storm(server: Server, profile: Profile, run_dir: Path) -> dict[
         and caught["caught_up_s"] <= profile.resume_target_s
     )
     return result
+
+
+async def reconnect_storm(server: Server, profile: Profile, run_dir: Path) -> dict[str, Any]:
+    """(g) ``storm_clients`` clients open a stream, at most ``storm_in_flight`` waiting for
+    an answer at a time, ``storm_rounds`` times: new streams/s and CPU per new stream."""
+    rounds = []
+    for _ in range(profile.storm_rounds):
+        rounds.append(
+            await storm(
+                server, run_dir, clients=profile.storm_clients, in_flight=profile.storm_in_flight
+            )
+        )
+    cpu = sorted(r["cpu_us_per_new_stream"] for r in rounds if r["cpu_us_per_new_stream"])
+    rate = sorted(r["new_streams_per_s"] for r in rounds)
+    return {
+        "clients": profile.storm_clients,
+        "in_flight": profile.storm_in_flight,
+        "new_streams_per_s": rate[len(rate) // 2],
+        "cpu_us_per_new_stream": cpu[len(cpu) // 2] if cpu else None,
+        "failed": sum(r["failed"] for r in rounds),
+        "nothing_lost": all(r["failed"] == 0 for r in rounds),
+        "rounds": rounds,
+    }
 
 
 async def multiplex(server: Server, profile: Profile, run_dir: Path) -> dict[str, Any]:

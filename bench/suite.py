@@ -20,7 +20,14 @@ from bench.systems import Server, http_get, started
 
 log = logging.getLogger("bench")
 
-SCENARIOS = ("idle_memory", "fanout", "moderate", "multiplex", "resume_storm")
+SCENARIOS = (
+    "idle_memory",
+    "reconnect_storm",
+    "fanout",
+    "moderate",
+    "multiplex",
+    "resume_storm",
+)
 
 METRICS_SCRAPE_SECONDS = 5.0
 """How often the metrics-cost runs scrape /metrics while metrics are on: more often than
@@ -88,6 +95,8 @@ def _scenario(
         return lambda s: scenarios.moderate(s, p, run_dir)
     if name == "multiplex":
         return None if system == "seed" else (lambda s: scenarios.multiplex(s, p, run_dir))
+    if name == "reconnect_storm":
+        return lambda s: scenarios.reconnect_storm(s, p, run_dir)
     if name == "resume_storm":
         return (lambda s: scenarios.resume_storm(s, p, run_dir)) if system == "ours" else None
     raise ValueError(f"unknown scenario {name!r}")

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("idle_memory", "fanout", "moderate", "multiplex", "resume_storm")
+SCENARIOS = ("idle_memory", "reconnect_storm", "fanout", "moderate", "multiplex", "resume_storm")
 
 
 def run_bench(out: Path, *args: str) -> dict[str, Any]:
@@ -53,8 +53,14 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     for name, data in systems.items():
         assert "error" not in data, (name, data.get("error"))
         measured = {s for s in SCENARIOS if s in data}
-        assert {"idle_memory", "fanout", "moderate"} <= measured, (name, sorted(data))
+        assert {"idle_memory", "reconnect_storm", "fanout", "moderate"} <= measured, (
+            name,
+            sorted(data),
+        )
         assert data["idle_memory"]["failed"] == 0
+        storm = data["reconnect_storm"]
+        assert storm["failed"] == 0, (name, storm)
+        assert all(r["answered"] == r["clients"] for r in storm["rounds"]), (name, storm)
         assert data["moderate"]["nothing_lost"], (name, data["moderate"])
         assert data["moderate"]["delivered"] == data["moderate"]["expected"]
         assert data["fanout"]["nothing_lost_while_sustained"]

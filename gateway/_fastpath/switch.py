@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gateway._fastpath.disconnect import CycleWatch
     from gateway._fastpath.forwarded import ForwardedHeaders
     from gateway._fastpath.response_template import ResponseTemplate
-    from gateway._fastpath.transport import ChunkedTransport
+    from gateway._fastpath.transport import ChunkedTransport, HeldHead
 
 OFF_BY_SETTING = "turned off by SSE_FAST_PATH=false"
 
@@ -51,13 +51,14 @@ class FastPath:
         """Applies trusted proxies' headers in the app (uvicorn's own middleware is off)."""
         self._http_protocol: type[asyncio.Protocol] | None = None
         self._chunked: type[ChunkedTransport] | None = None
+        self._held_head: type[HeldHead] | None = None
         self._cycle_watch: type[CycleWatch] | None = None
         if self.reason is None:
             # Imported only when usable: they subclass and import uvicorn's httptools classes.
             from gateway._fastpath.disconnect import CycleWatch
             from gateway._fastpath.forwarded import ForwardedHeaders
             from gateway._fastpath.protocol import LeanHttpProtocol
-            from gateway._fastpath.transport import ChunkedTransport
+            from gateway._fastpath.transport import ChunkedTransport, HeldHead
 
             self.forwarded = ForwardedHeaders(trusted_proxies)
             self._http_protocol = LeanHttpProtocol
@@ -65,6 +66,7 @@ class FastPath:
                 # For every connection of the process: uvicorn makes the protocols.
                 LeanHttpProtocol.head_limits = head_limits
             self._chunked = ChunkedTransport
+            self._held_head = HeldHead
             self._cycle_watch = CycleWatch
 
     @property
@@ -76,24 +78,40 @@ class FastPath:
         """The uvicorn ``http`` protocol class to run (None: uvicorn's own choice)."""
         return self._http_protocol
 
+    def hold_head(self, send: Send) -> HeldHead | None:
+        """Keep the head of the response about to start through ``send`` from the socket,
+        for ``direct_writes`` to send with the first chunk (None: it is written as usual)."""
+        held = self._held_head
+        return None if held is None else held.of(send)
+
     def direct_writes(
-        self, send: Send, *, coalesce: bool, send_buffer: int | None = None
+        self,
+        send: Send,
+        *,
+        coalesce: bool,
+        send_buffer: int | None = None,
+        head: HeldHead | None = None,
     ) -> ChunkedTransport | None:
         """Direct writes to the transport behind a started stream's ``send``, if possible.
 
         The connection stops reading requests (the response is endless), with
         ``coalesce`` leaves Nagle's algorithm on for its socket, and with ``send_buffer``
-        has its kernel send buffer fixed at that many bytes."""
+        has its kernel send buffer fixed at that many bytes. A ``head`` held by
+        ``hold_head`` goes out with the first chunk (or at once without direct writes)."""
+        held = None if head is None else head.take()  # the cycle's own transport back first
         chunked = self._chunked
-        if chunked is None:
+        direct = None if chunked is None else chunked.of(send)
+        if direct is None:
+            if held and head is not None:
+                head.write_held(held)
             return None
-        direct = chunked.of(send)
-        if direct is not None:
-            direct.last_on_connection()
-            if coalesce:
-                direct.coalesce_writes()
-            if send_buffer is not None:
-                direct.bound_send_buffer(send_buffer)
+        direct.last_on_connection()
+        if coalesce:
+            direct.coalesce_writes()
+        if send_buffer is not None:
+            direct.bound_send_buffer(send_buffer)
+        if held:
+            direct.hold_head(held)
         return direct
 
     def watch_disconnect(

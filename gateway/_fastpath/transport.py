@@ -13,6 +13,11 @@ attributes, gets no ``ChunkedTransport`` and every chunk goes through ``send``.
 A group writes the same chunk to many streams: it is framed once
 (``frame_chunk``) and written with ``write_framed``.
 
+The response head is held (``HeldHead``) and leaves in one write with the stream's
+first chunk when that comes within the same turn of the loop (the opening frame
+usually does), on the next turn otherwise: one syscall and one segment per new
+stream instead of two.
+
 When the response has ended, ``released`` lets go of the connection: asyncio's
 ``close()`` keeps a socket open until its unsent bytes are sent, which for a client
 that stopped reading is until that client leaves. The bytes get a short while
@@ -36,10 +41,66 @@ from gateway._fastpath.protocol import LeanHttpProtocol
 _CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
 
 
+class _HeadBuffer:
+    """Stands in for a cycle's transport while uvicorn writes the response head."""
+
+    __slots__ = ("data", "transport")
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.data: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)  # anything but a write goes through
+
+
+class HeldHead:
+    """The head of a response being started, kept from the socket until ``take``."""
+
+    __slots__ = ("_buffer", "_cycle")
+
+    def __init__(self, cycle: Any, buffer: _HeadBuffer) -> None:
+        self._cycle = cycle
+        self._buffer = buffer
+
+    @classmethod
+    def of(cls, send: Send) -> HeldHead | None:
+        """Hold what ``send``'s uvicorn cycle writes until ``take`` (None: not a cycle
+        of uvicorn's httptools protocol, or one already started)."""
+        cycle = getattr(send, "__self__", None)
+        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+            return None
+        transport = getattr(cycle, "transport", None)
+        if getattr(cycle, "response_started", True) is not False or transport is None:
+            return None
+        buffer = _HeadBuffer(transport)
+        cycle.transport = buffer
+        return cls(cycle, buffer)
+
+    def take(self) -> bytes:
+        """The cycle's own transport back; returns what was written meanwhile."""
+        buffer = self._buffer
+        if self._cycle.transport is buffer:
+            self._cycle.transport = buffer.transport
+        return b"".join(buffer.data)
+
+    def write_now(self) -> None:
+        """The cycle's own transport back, with what was held written to it."""
+        self.write_held(self.take())
+
+    def write_held(self, head: bytes) -> None:
+        """Write ``head`` (what ``take`` returned) to the cycle's own transport."""
+        if head and not self._cycle.disconnected:
+            self._buffer.transport.write(head)
+
+
 class ChunkedTransport:
     """Writes framed body chunks of one started uvicorn response."""
 
-    __slots__ = ("_cycle", "_flow", "_protocol", "_transport")
+    __slots__ = ("_cycle", "_flow", "_head", "_head_flush", "_protocol", "_transport")
 
     def __init__(self, cycle: Any) -> None:
         self._cycle = cycle
@@ -47,6 +108,33 @@ class ChunkedTransport:
         self._transport: Transport = cycle.transport
         protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
         self._protocol = protocol if isinstance(protocol, LeanHttpProtocol) else None
+        self._head: bytes | None = None
+        self._head_flush: asyncio.Handle | None = None
+
+    def hold_head(self, head: bytes) -> None:
+        """Write ``head`` (the response head) with the first chunk if that comes in this
+        turn of the loop, on the next turn otherwise."""
+        if head:
+            self._head = head
+            self._head_flush = asyncio.get_running_loop().call_soon(self.flush_head)
+
+    def flush_head(self) -> None:
+        """Write the held head now (before anything that writes through ``send``)."""
+        head, flush = self._head, self._head_flush
+        if head is None:
+            return
+        self._head = self._head_flush = None
+        if flush is not None:
+            flush.cancel()
+        if not self._cycle.disconnected and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def _with_head(self, framed: bytes) -> bytes:
+        head, flush = self._head, self._head_flush
+        self._head = self._head_flush = None
+        if flush is not None:
+            flush.cancel()
+        return framed if head is None else head + framed
 
     @classmethod
     def of(cls, send: Send) -> ChunkedTransport | None:
@@ -136,7 +224,7 @@ class ChunkedTransport:
         """Write an already framed chunk (True), or nothing (False) unless ``writable``."""
         if self._cycle.disconnected or self._flow.write_paused:
             return False
-        self._transport.write(framed)
+        self._transport.write(framed if self._head is None else self._with_head(framed))
         return True
 
     def try_write(self, chunk: bytes) -> bool:
@@ -145,5 +233,6 @@ class ChunkedTransport:
             return True  # what send does: the client is gone, the stream is ending
         if self._flow.write_paused:
             return False
-        self._transport.write(frame_chunk(chunk))
+        framed = frame_chunk(chunk)
+        self._transport.write(framed if self._head is None else self._with_head(framed))
         return True

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from starlette.types import Receive, Scope, Send
@@ -116,11 +118,56 @@ def validate_channels(
 def reject_repeats(request: Request, *names: str) -> None:
     """400 for a single-valued query parameter given twice (FastAPI would keep the last)."""
     for name in names:
-        count = len(request.query_params.getlist(name))
-        if count > 1:
-            raise RepeatedParameter(
-                f"query parameter {name!r} is given {count} times", f"give {name} once"
-            )
+        _reject_count(name, len(request.query_params.getlist(name)))
+
+
+def _reject_count(name: str, count: int) -> None:
+    if count > 1:
+        raise RepeatedParameter(
+            f"query parameter {name!r} is given {count} times", f"give {name} once"
+        )
+
+
+SINGLE_VALUED = ("last_event_id", "token")
+"""``GET /sse``'s query parameters that may be given once."""
+
+
+class StreamQuery(NamedTuple):
+    """``GET /sse``'s query, read once from the raw query string as Starlette reads it
+    (latin-1, blank values kept); a single-valued parameter takes its last value, as
+    FastAPI does."""
+
+    channels: list[str]
+    last_event_id: str | None
+    token: str | None
+    counts: Counter[str]
+    """How often each single-valued parameter was given."""
+
+    @classmethod
+    def parse(cls, query_string: bytes) -> StreamQuery:
+        channels: list[str] = []
+        last_event_id = token = None
+        counts: Counter[str] = Counter()
+        if query_string:
+            for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+                if name == "channel":
+                    channels.append(value)
+                elif name == "last_event_id":
+                    last_event_id = value
+                    counts[name] += 1
+                elif name == "token":
+                    token = value
+                    counts[name] += 1
+        return cls(channels, last_event_id, token, counts)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a request header (``name`` lower case), as Starlette's
+    ``Headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 class OpenedStream(NamedTuple):
@@ -141,11 +188,20 @@ def open_stream(
     last_event_id: str | None,
     last_event_id_header: str | None,
     token: str | None,
+    *,
+    counts: Counter[str] | None = None,
 ) -> OpenedStream:
-    """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request."""
+    """The stream for ``GET /sse``'s parameters; raises a ``GatewayError`` for a bad request.
+
+    ``counts``: how often each single-valued parameter was given (None: read them from
+    the request)."""
     runtime: Runtime = request.app.state.runtime
     settings = runtime.settings
-    reject_repeats(request, "last_event_id", "token")
+    if counts is None:
+        reject_repeats(request, *SINGLE_VALUED)
+    else:
+        for name in SINGLE_VALUED:
+            _reject_count(name, counts[name])
     channels = validate_channels(channel, settings.max_channels, settings.channel_pattern)
     auth: TokenVerifier | None = request.app.state.auth
     lifetime: float | None = None
@@ -203,19 +259,23 @@ class StreamRoute:
             return self._refuse(exc, scope, receive, send)
         try:
             request = Request(scope, receive, send)
+            query = StreamQuery.parse(scope["query_string"])
             auth: TokenVerifier | None = request.app.state.auth
-            fetch = (
-                None if auth is None else auth.key_fetch(request, request.query_params.get("token"))
-            )
+            fetch = None if auth is None else auth.key_fetch(request, query.token)
             if fetch is not None:
-                return self._open_once_fetched(fetch, request, send, requested_at)
+                return self._open_once_fetched(fetch, request, query, send, requested_at)
         except BaseException:
             self.admission.release()
             raise
-        return self._open(request, send, requested_at)
+        return self._open(request, query, send, requested_at)
 
     async def _open_once_fetched(
-        self, fetch: Awaitable[None], request: Request, send: Send, requested_at: float
+        self,
+        fetch: Awaitable[None],
+        request: Request,
+        query: StreamQuery,
+        send: Send,
+        requested_at: float,
     ) -> None:
         """Open the stream once the keys its token needs are fetched (this frame then stays
         on the stack for the stream's lifetime: only the first tokens of a new key)."""
@@ -224,19 +284,21 @@ class StreamRoute:
         except BaseException:
             self.admission.release()
             raise
-        await self._open(request, send, requested_at)
+        await self._open(request, query, send, requested_at)
 
-    def _open(self, request: Request, send: Send, requested_at: float) -> Coroutine[Any, Any, None]:
+    def _open(
+        self, request: Request, query: StreamQuery, send: Send, requested_at: float
+    ) -> Coroutine[Any, Any, None]:
         """The response's coroutine for an admitted request (the slot is the caller's)."""
         scope, receive = request.scope, request.receive
         try:
-            query = request.query_params
             response, subject = open_stream(
                 request,
-                channel=query.getlist("channel"),
-                last_event_id=query.get("last_event_id"),  # the last one, as FastAPI takes
-                last_event_id_header=request.headers.get("last-event-id"),
-                token=query.get("token"),
+                channel=query.channels,
+                last_event_id=query.last_event_id,
+                last_event_id_header=_header(scope, b"last-event-id"),
+                token=query.token,
+                counts=query.counts,
             )
             response.on_end = self.admission.admit_subject(subject)
             response.requested_at = requested_at

@@ -221,6 +221,9 @@ class Subscription:
                                     raise SinkClosed(self._ended)
                                 yield frames.render(positions, at, piece)
             except SinkClosed as closed:
+                # Its traceback holds the frames it passed (the merge's tasks among them):
+                # nothing reads it, and kept it would leave them all in a reference cycle.
+                closed.__traceback__ = None
                 if self._ended is None:
                     self._ended = closed.reason
                 self._leave_group()

@@ -162,6 +162,8 @@ class StreamOutput:
     def _start(self, chunk: bytes) -> tuple[SendCoroutine, Any] | None:
         """Run ``send`` up to its first suspension; None if it finished (or failed)."""
         message: Message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        if self._direct is not None:
+            self._direct.flush_head()  # the head before any body bytes
         sent = self._send(message)
         # type() is, unlike isinstance() on an ABC, cheap enough for the per-delivery path.
         coro = sent if type(sent) is CoroutineType else _awaiting(sent)

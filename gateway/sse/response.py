@@ -176,19 +176,30 @@ class StreamResponse(EventSourceResponse):
             requested_at = self.requested_at or time.perf_counter()
             task = asyncio.current_task()
             assert task is not None
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
             responses = self._responses
             fast_path = responses.fast_path
             server_send = scope.get(SERVER_SEND, send)
+            # The head leaves with the opening frame: one write and one segment, not two.
+            head = fast_path.hold_head(server_send)
+            try:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+            except BaseException:
+                if head is not None:
+                    head.write_now()
+                raise
             direct = fast_path.direct_writes(
-                server_send, coalesce=responses.coalesce_writes, send_buffer=responses.send_buffer
+                server_send,
+                coalesce=responses.coalesce_writes,
+                send_buffer=responses.send_buffer,
+                head=head,
             )
+            head = None  # this frame lives as long as the stream: hold no spent object
             # The request's headers have been read (auth, cursor, CORS, access log): a
             # browser's dozen headers and cookies need not live as long as the stream.
             request_headers = scope.get("headers")
@@ -232,6 +243,8 @@ class StreamResponse(EventSourceResponse):
                 else:
                     reason = source.end_reason or "disconnect"
                     if not output.disconnected:
+                        if direct is not None:
+                            direct.flush_head()
                         await send(_END_OF_BODY)
             except asyncio.CancelledError:
                 reason = "shutdown_forced"
@@ -247,6 +260,7 @@ class StreamResponse(EventSourceResponse):
                     with contextlib.suppress(asyncio.CancelledError):
                         await watch_task
                 lifecycle.closed(source, scope, reason, requested_at)
+                output.on_failure = None  # no cycle left (see the end of this method)
             if reason in CUT_REASONS and not output.drop():
                 # Through ASGI alone a cut can only be told to the server by raising: it
                 # closes the connection (once its client has read what is buffered or left).
@@ -262,3 +276,8 @@ class StreamResponse(EventSourceResponse):
             # coroutine does), so it gives the admission slot back.
             if on_end is not None:
                 on_end()
+            # The scope holds the server's send, bound to the request cycle that holds the
+            # scope: a cycle. Broken, an ended stream's objects (protocol, transport, cycle,
+            # output, subscription) are freed by their reference counts, not by the next
+            # full collection, which walks every open stream (~0.5 s at 15,000).
+            scope.pop(SERVER_SEND, None)
