@@ -29,6 +29,7 @@ from contract.wire import (
 )
 from producers.publisher import Publisher
 from tests.support.assertions import assert_cursors_never_move_backwards, assert_exactly
+from tests.support.metrics import scrape
 from tests.support.processes import GatewayProcess, run_cli
 from tests.support.redis_cluster import ClusterNode, LocalRedisCluster, channel_slot
 from tests.support.redis_server import RedisServer
@@ -132,9 +133,12 @@ async def test_one_stream_on_three_masters_resumes_exactly_once_on_another_gatew
                 await publish(publisher, channel, range(10))
             frames = await stream.take(30, timeout=15)
             resume_at = stream.last_id
-            # One link per master, not per channel or client.
+            # One link per master, not per channel or client, in /stats and /metrics.
             nodes = redis_nodes(await stats(first))
             assert nodes == {master.address: True for master in masters}
+            exposition = await asyncio.to_thread(scrape, first)
+            for master in masters:
+                assert exposition.value("sse_gateway_redis_connected", node=master.address) == 1
         for channel in channels:
             await publish(publisher, channel, range(10, 25))
 
@@ -146,6 +150,11 @@ async def test_one_stream_on_three_masters_resumes_exactly_once_on_another_gatew
     assert_cursors_never_move_backwards(frames)
     data = await stats(second)
     assert data["redis"]["mode"] == "cluster"  # type: ignore[index]
+    # The history API reads each channel on the master of its slot.
+    async with httpx.AsyncClient(base_url=second.base_url, timeout=10) as client:
+        for channel in channels:
+            page = (await client.get(f"/channels/{channel}/history?limit=3")).json()
+            assert [e["data"]["message"] for e in page["entries"]] == expected(channel, 3, 22)
 
     # A cluster node given as one server is refused before anything starts, in one line.
     env = {"REDIS_URL": masters[0].url, "SSE_REDIS_MODE": "standalone"}
@@ -236,6 +245,23 @@ async def test_a_slot_migrated_under_live_streams_loses_and_repeats_nothing(
     assert redis_nodes(await stats(gateway)).get(target.address) is True
     # The old master dropped the channel (sunsubscribe), or the link met MOVED.
     assert "channel's slot" in gateway.log()
+
+    # A slot moved while the gateway followed no channel of it: its map is stale, so the
+    # first SSUBSCRIBE goes to the old master, which answers MOVED; the link reads the map
+    # again and the channel follows its slot.
+    cold = next(
+        names[0]
+        for names in redis_cluster.channels_on_each_master(stem="cold")
+        if redis_cluster.master_of(names[0]) is not target
+    )
+    await asyncio.to_thread(redis_cluster.migrate_slot, channel_slot(cold), target)
+    async with (
+        sse_connect(gateway.base_url, [cold], timeout=30) as stream,
+        Publisher.from_url(redis_cluster.url, backoff=FAST_RETRIES) as publisher,
+    ):
+        await publish(publisher, cold, range(3))
+        assert by_channel(await stream.take(3, timeout=20), [cold])[cold] == expected(cold, 3)
+    assert "MovedError" in gateway.log()
 
 
 async def test_a_shard_that_never_comes_back_leaves_its_streams_open_and_others_alone(

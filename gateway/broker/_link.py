@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from contract.backoff import Backoff
 from gateway.broker._pubsub import PubSubConnection
@@ -178,7 +178,10 @@ class PubSubLink:
                 await self._drop_connection()
                 delay = self._backoff.delay(attempt)
                 attempt += 1
-                fields = {"node": self.node, "error": str(exc) or type(exc).__name__}
+                error = str(exc) or type(exc).__name__
+                if isinstance(exc, ResponseError):  # MOVED's text alone is "3999 host:port"
+                    error = f"{type(exc).__name__}: {error}"
+                fields = {"node": self.node, "error": error}
                 if down_since is None:  # one line per outage; its attempts at DEBUG
                     down_since = time.monotonic()
                     message = (
