@@ -256,7 +256,23 @@ class ClusterBroker:
         if down or self._unplaced:
             raise RedisConnectionError(f"shards unreachable: {', '.join(down) or 'no map'}")
         await self._cluster.initialize()
-        await self._cluster.execute_command("PING", target_nodes=RedisCluster.RANDOM)
+        served = [
+            node
+            for name, link in self._links.items()
+            if link.channels and (node := self._cluster.get_node(node_name=name)) is not None
+        ]
+        if served:  # their history is read there
+            await self._cluster.execute_command("PING", target_nodes=served)
+            return
+        # No shard served yet: any master answering will do (a dead one serves nobody here).
+        error: BaseException = RedisConnectionError("no master in the cluster map")
+        for node in self._cluster.get_primaries():
+            try:
+                await self._cluster.execute_command("PING", target_nodes=node)
+                return
+            except RETRYABLE as exc:
+                error = exc
+        raise error
 
     def stats(self) -> BrokerStats:
         links = sorted(self._links.values(), key=lambda link: link.node)
