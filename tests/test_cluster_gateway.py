@@ -31,7 +31,7 @@ from producers.publisher import Publisher
 from tests.support.assertions import assert_cursors_never_move_backwards, assert_exactly
 from tests.support.metrics import scrape
 from tests.support.processes import GatewayProcess, run_cli
-from tests.support.redis_cluster import ClusterNode, LocalRedisCluster, channel_slot
+from tests.support.redis_cluster import ClusterNode, LocalRedisCluster, channel_slot, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.sse import Frame, sse_connect
 
@@ -296,6 +296,38 @@ async def test_a_shard_that_never_comes_back_leaves_its_streams_open_and_others_
         frames = await on_lost.take(2, timeout=20)
         assert by_channel(frames, [lost])[lost] == expected(lost, 2, start=2)
         await until_ready(gateway)
+
+
+async def test_a_master_paused_with_its_connections_open_is_left_for_its_promoted_replica(
+    redis_cluster: LocalRedisCluster, cluster_gateway_factory: Callable[..., GatewayProcess]
+) -> None:
+    """SIGSTOP: the master keeps its sockets (nothing says they are closed), its replica
+    takes its slots over. The gateway notices the map moved (or the silence) and follows."""
+    channel = redis_cluster.channels_on_each_master()[2][0]
+    master = redis_cluster.master_of(channel)
+    (replica,) = redis_cluster.replicas_of(master)
+    gateway = cluster_gateway_factory(env=GATEWAY_ENV)
+    async with sse_connect(gateway.base_url, [channel]) as stream:
+        async with Publisher.from_url(redis_cluster.url, backoff=FAST_RETRIES) as publisher:
+            await publish(publisher, channel, range(3))
+        frames = await stream.take(3, timeout=10)
+        master.pause()
+        try:
+            slot = channel_slot(channel)
+            await asyncio.to_thread(
+                wait_until,
+                lambda: redis_cluster.master_for_slot(slot, seen_by=replica) is replica,
+                30,
+                "the replica promoted",
+            )
+            # Seeded with the new master only: the paused one would hold a publish up.
+            async with Publisher.from_url(replica.url, backoff=FAST_RETRIES) as publisher:
+                await publish(publisher, channel, range(3, 6))
+            frames += await stream.take(3, timeout=30)
+        finally:
+            master.resume()
+    assert by_channel(frames, [channel])[channel] == expected(channel, 6)
+    assert_cursors_never_move_backwards(frames)
 
 
 async def until_not_ready(gateway: GatewayProcess, timeout: float = 15) -> None:

@@ -142,6 +142,10 @@ class PubSubLink:
         self._outstanding.pop(live, None)
         return self.channels.pop(live, None)
 
+    async def release(self, live: bytes) -> None:
+        """Tell the node to stop sending ``live``, which this link no longer carries."""
+        await self._send(self._commands.unsubscribe, live)
+
     async def _send(self, command: str, live: bytes) -> None:
         conn = self._conn
         if conn is None:

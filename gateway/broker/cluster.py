@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import RedisCluster
@@ -62,6 +63,10 @@ RETRYABLE = (
     RedisClusterException,  # no node known for the slot yet
 )
 """What a history read meets while a shard is away or moving: read again after a backoff."""
+
+MAP_CHECK_INTERVAL = 5.0
+"""Seconds between two reads of the slot map while channels are served: a master that
+lost its slots without losing its connections is left within about this long."""
 
 
 class ClusterBroker:
@@ -215,12 +220,18 @@ class ClusterBroker:
         return True
 
     async def _place_forever(self) -> None:
-        """Give every unplaced channel to its master's link, reading the map first."""
+        """Give every unplaced channel to its master's link, reading the map first; and
+        every ``MAP_CHECK_INTERVAL``, move channels whose slot has another master now."""
         attempt = 0
         while True:
-            await self._place_wanted.wait()
+            try:
+                await asyncio.wait_for(self._place_wanted.wait(), MAP_CHECK_INTERVAL)
+            except TimeoutError:
+                if not await self._map_moved():
+                    continue
             self._place_wanted.clear()
             if await self._refresh():
+                await self._follow_map()
                 for live, channel in list(self._unplaced.items()):
                     node = self._owner(live)
                     if node is not None and self._unplaced.pop(live, None) is not None:
@@ -231,6 +242,50 @@ class ClusterBroker:
             await asyncio.sleep(self._backoff.delay(attempt))
             attempt += 1
             self._place_wanted.set()
+
+    async def _map_moved(self) -> bool:
+        """Whether a node's view of the cluster (``CLUSTER SLOTS`` on any node) gives a
+        served channel's slot to another master than the link that carries it. Cheaper
+        than reading the whole map again, which makes redis-py reconnect every node."""
+        served = [(live, link.node) for link in self._links.values() for live in link.channels]
+        if not served:
+            return False
+        try:
+            slots: dict[tuple[int, int], dict[str, Any]] = await self._cluster.execute_command(
+                "CLUSTER SLOTS", target_nodes=RedisCluster.RANDOM
+            )
+        except RETRYABLE as exc:
+            log.debug("cluster map not checked: %s", exc)
+            return False
+        for live, node in served:
+            slot = key_slot(live)
+            for (first, last), owners in slots.items():
+                if first <= slot <= last:
+                    host, port = owners["primary"]
+                    if f"{host}:{port}" != node:
+                        return True
+        return False
+
+    async def _follow_map(self) -> None:
+        """Move the channels whose slot the map (just read) gives another master, from links
+        that still look fine: a master cut off from the rest of the cluster (paused, or on
+        the wrong side of a partition) may keep its connections up long after a replica
+        took its slots over, and nothing published there would ever arrive."""
+        assert self._listener is not None
+        for link in list(self._links.values()):
+            for live in list(link.channels):
+                node = self._owner(live)
+                if node is None or node.name == link.node:
+                    continue
+                channel = link.forget(live)
+                assert channel is not None
+                log.info(
+                    "channel's slot has a new master",
+                    extra={"node": node.name, "was": link.node, "channel": channel},
+                )
+                self._listener.interrupted([channel])
+                await self._move(live, channel, node)
+                await link.release(live)
 
     async def _stop(self) -> None:
         placer, self._placer = self._placer, None
