@@ -142,12 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"python -m gateway: error: {exc}", file=sys.stderr)
         return 2
-    try:
-        # Before uvicorn starts: a contradiction is one line and exit 2, not a traceback.
-        check_redis(settings)
-    except UsageError as exc:
-        print(f"python -m gateway: error: {exc}", file=sys.stderr)
-        return 2
     # uvicorn (>= 0.29) re-raises the SIGTERM it handled once its graceful shutdown is done,
     # with the handler it found at start: the default one would end a cleanly drained
     # process with status 143. This one makes that exit (and a SIGTERM before uvicorn
@@ -160,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
     try:
         with worker_metrics(settings, args.workers):
+            # Last of the checks (the others need no Redis), before uvicorn starts: a
+            # contradiction is one line and exit 2, not a traceback in every worker.
+            check_redis(settings)
             uvicorn.run(
                 "gateway.http.app:create_app",
                 factory=True,
