@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import signal
@@ -14,9 +15,9 @@ from types import FrameType
 import sse_starlette  # noqa: F401 - installs its SIGTERM hook before uvicorn captures signals
 import uvicorn
 from pydantic import ValidationError
-from redis.asyncio.connection import parse_url
 
 from contract.event_modules import EventModuleError, load_event_modules
+from contract.redis_target import UNREACHABLE, RedisConfigError, RedisTarget
 from contract.wire import InvalidPrefix, Keyspace
 from gateway._fastpath import FastPath
 from gateway.logs import uvicorn_log_config
@@ -85,9 +86,9 @@ def load_settings() -> GatewaySettings:
         name = "SSE_" + ".".join(str(part) for part in first["loc"]).upper()
         raise UsageError(f"invalid setting {name}: {first['msg']}") from None
     try:
-        parse_url(settings.redis_url)
-    except ValueError as exc:
-        raise UsageError(f"invalid REDIS_URL {settings.redis_url!r}: {exc}") from None
+        RedisTarget.parse(settings.redis_url, settings.redis_mode)
+    except RedisConfigError as exc:
+        raise UsageError(str(exc)) from None
     try:
         Keyspace(settings.key_prefix)
     except InvalidPrefix as exc:
@@ -117,6 +118,19 @@ def worker_metrics(settings: GatewaySettings, workers: int) -> Iterator[Path | N
         yield path
 
 
+def check_redis(settings: GatewaySettings) -> None:
+    """Stop here (one line) if Redis contradicts the settings: a cluster URL given to a
+    standalone server, or the reverse with ``SSE_REDIS_MODE`` forced. A Redis that does
+    not answer yet is not an error: the gateway waits for it."""
+    target = RedisTarget.parse(settings.redis_url, settings.redis_mode)
+    try:
+        asyncio.run(target.detect_mode())
+    except RedisConfigError as exc:
+        raise UsageError(str(exc)) from None
+    except UNREACHABLE:
+        pass
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -140,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     fast_path = FastPath(settings.fast_path, trusted_proxies=settings.forwarded_allow_ips)
     try:
         with worker_metrics(settings, args.workers):
+            # Last of the checks (the others need no Redis), before uvicorn starts: a
+            # contradiction is one line and exit 2, not a traceback in every worker.
+            check_redis(settings)
             uvicorn.run(
                 "gateway.http.app:create_app",
                 factory=True,

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from contract.backoff import Backoff
+from contract.redis_target import UNREACHABLE, RedisMode, RedisTarget
 from contract.wire import Keyspace
 from gateway._fastpath import FastPath, server_exiting
-from gateway.broker import Broker, HistoryReader, RedisBroker
+from gateway.broker import Broker, ClusterBroker, HistoryReader, RedisBroker
 from gateway.fanout import Hub
 from gateway.gc_tuning import tune_for_streams
 from gateway.metrics import Metrics
@@ -88,7 +89,7 @@ async def open_runtime(
     """Open the broker, the hub and the history reader; close all of them on exit."""
     tune_for_streams()
     backoff = Backoff(settings.redis_backoff_initial, settings.redis_backoff_max)
-    broker = RedisBroker(settings.redis_url, Keyspace(settings.key_prefix), backoff=backoff)
+    broker = await open_broker(settings, backoff)
     history = HistoryReader(
         broker,
         cache_pages=settings.history_cache_pages,
@@ -104,7 +105,7 @@ async def open_runtime(
     )
     # Its own Redis client: publishes never queue behind history reads, nor these behind them.
     publisher = (
-        settings.publisher(settings.redis_url, prefix=settings.key_prefix)
+        settings.publisher(settings.redis_url, prefix=settings.key_prefix, mode=settings.redis_mode)
         if settings.http_publish
         else None
     )
@@ -149,6 +150,31 @@ async def open_runtime(
         await broker.aclose()
         if publisher is not None:
             await publisher.aclose()
+
+
+async def open_broker(settings: GatewaySettings, backoff: Backoff) -> Broker:
+    """The broker for the Redis at ``REDIS_URL``: one server's, or a Redis Cluster's.
+
+    The mode is the server's (``INFO cluster``), checked against ``SSE_REDIS_MODE``. If
+    no node answers yet, the gateway starts anyway (it waits for Redis like after an
+    outage) with the forced mode, else a cluster for a seed list and one server for one URL.
+    """
+    target = RedisTarget.parse(settings.redis_url, settings.redis_mode)
+    keyspace = Keyspace(settings.key_prefix)
+    try:
+        mode = await target.detect_mode()
+    except UNREACHABLE as exc:
+        mode = target.forced_mode or (
+            RedisMode.CLUSTER if target.is_seed_list else RedisMode.STANDALONE
+        )
+        log.warning(
+            "redis not reachable at start; assuming %s (SSE_REDIS_MODE sets it)",
+            mode,
+            extra={"redis": target.describe(), "error": str(exc) or type(exc).__name__},
+        )
+    if mode is RedisMode.CLUSTER:
+        return ClusterBroker(target, keyspace, backoff=backoff)
+    return RedisBroker(target.urls[0], keyspace, backoff=backoff)
 
 
 @contextlib.asynccontextmanager

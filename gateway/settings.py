@@ -31,7 +31,13 @@ class GatewaySettings(BaseSettings, PublishSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "SSE_REDIS_URL"),
-        description="Redis server for history and live flow.",
+        description="Redis for history and live flow: one server, or any Redis Cluster node"
+        " (comma-separated seed nodes also work).",
+    )
+    redis_mode: str = Field(
+        default="auto",
+        description="auto detects a Redis Cluster (cluster_enabled:1); standalone or cluster"
+        " forces the mode, and a server that contradicts it stops the gateway at start.",
     )
     key_prefix: str = Field(default="sse", description="Prefix of every Redis key.")
     ping_interval: float = Field(

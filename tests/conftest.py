@@ -142,6 +142,20 @@ def nginx_factory(_processes: list[ManagedProcess]) -> Callable[[list[str]], Ngi
 
 
 @pytest.fixture
+def cluster_gateway_factory(
+    redis_cluster: LocalRedisCluster, _processes: list[ManagedProcess]
+) -> Callable[..., GatewayProcess]:
+    """``python -m gateway`` against the cluster (REDIS_URL: every node, unless given)."""
+
+    def start(env: dict[str, str] | None = None, redis_url: str | None = None) -> GatewayProcess:
+        gateway = GatewayProcess(redis_url or redis_cluster.url, env=env)
+        _processes.append(gateway)
+        return gateway
+
+    return start
+
+
+@pytest.fixture
 def cluster_producer_factory(
     redis_cluster: LocalRedisCluster, _processes: list[ManagedProcess]
 ) -> Callable[..., ProducerProcess]:

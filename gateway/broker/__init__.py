@@ -3,6 +3,7 @@
 The rest of the gateway sees Redis only through the ``Broker`` seam.
 """
 
+from gateway.broker.cluster import ClusterBroker
 from gateway.broker.entry import BEFORE_ALL, Entry, StreamKey, format_stream_id, stream_key
 from gateway.broker.history import HistoryReader
 from gateway.broker.interface import (
@@ -20,6 +21,7 @@ __all__ = [
     "Broker",
     "BrokerListener",
     "BrokerStats",
+    "ClusterBroker",
     "Entry",
     "HistoryReader",
     "HistoryRefused",

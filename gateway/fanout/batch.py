@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from gateway.broker import Entry
 
 
 class LiveBatch:
     """The live entries of one channel gathered by one flush, shared by every local stream."""
 
-    __slots__ = ("channel", "entries", "first_prev", "last", "size")
+    __slots__ = ("channel", "entries", "first_prev", "last", "linked", "size")
 
     def __init__(self, entries: list[Entry], size: int) -> None:
         self.entries = entries
@@ -18,3 +20,6 @@ class LiveBatch:
         """Where a stream must be for this batch to follow on without a gap."""
         self.last = entries[-1]
         self.channel = self.last.channel
+        self.linked = all(entry.prev == before.id for before, entry in pairwise(entries))
+        """Whether each entry names the one before it: notifications sent after ``WAIT``
+        (replicas confirming) can arrive out of order or twice, within a batch as well."""

@@ -139,7 +139,7 @@ class Group:
         renderer, index = self._renderer, self._index
         before = renderer.snapshot()
         for batch in batches:
-            if batch.first_prev != renderer.position(index[batch.channel]):
+            if not batch.linked or batch.first_prev != renderer.position(index[batch.channel]):
                 # Something was missed: every member reads history through its own feeds.
                 for member in list(self._members):
                     self._leave(member, before, batches)
