@@ -1,0 +1,18 @@
+"""Publish one PriceTick to the channel "prices" (run with PYTHONPATH=docs/examples)."""
+
+import asyncio
+from decimal import Decimal
+
+from price_events import PricePayload, PriceTick
+
+from producers.publisher import Publisher
+
+
+async def main() -> None:
+    tick = PriceTick(data=PricePayload(symbol="ACME", price=Decimal("101.25")))
+    async with Publisher.from_url("redis://127.0.0.1:6379/0") as publisher:
+        entry_id = await publisher.publish("prices", tick)
+    print("published", tick.event_name, entry_id)
+
+
+asyncio.run(main())
