@@ -29,10 +29,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
 from contract.events import Echo, EchoPayload, ReverseEcho
 from contract.wire import Keyspace
+from gateway.errors import GatewayError
+from gateway.settings import GatewaySettings
 from producers.publisher import Publisher
+from producers.settings import ProducerSettings
 from tests.support.browser import chromium
 from tests.support.ports import free_port
 from tests.support.processes import ROOT, GatewayProcess
@@ -467,3 +472,58 @@ def test_readme_links_the_seed_article_and_existing_files() -> None:
     assert "https://zenn.dev/akishichinibu/articles/1423539f71d8c2" in text
     for target in re.findall(r"\]\(((?:docs|deploy)/[^)#]+)", text):
         assert (ROOT / target).exists(), f"README links {target}, which does not exist"
+
+
+def _section(title: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def _environment_names(settings: type[BaseSettings]) -> set[str]:
+    names = set()
+    for name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.add(str(alias.choices[0]))
+        else:
+            names.add(f"SSE_{name.upper()}")
+    return names
+
+
+def test_the_configuration_table_names_every_setting() -> None:
+    """Every variable the gateway and the producers read has a row, and no row is stale."""
+    rows = set(re.findall(r"^\| `([A-Z0-9_]+)` \|", _section("Configuration"), re.MULTILINE))
+    read = _environment_names(GatewaySettings) | _environment_names(ProducerSettings)
+    read.add("PROMETHEUS_MULTIPROC_DIR")  # read by python -m gateway itself, not a setting
+    assert sorted(read - rows) == [], "settings missing from README's Configuration table"
+    assert sorted(rows - read) == [], "rows of README's Configuration table nobody reads"
+
+
+def test_the_metrics_table_names_what_a_gateway_exports(stack: Stack) -> None:
+    documented = set(re.findall(r"^\| `(sse_gateway_\w+)` \|", _section("Operations"), re.M))
+    gateway = stack.gateway({"SSE_METRICS_CHANNEL_LABELS": "4"})
+    exported = httpx.get(f"{gateway.base_url}/metrics", timeout=10).text
+    types = set(re.findall(r"^# TYPE (\w+) (\w+)$", exported, re.MULTILINE))
+    # Counters are read as name_total, whether or not the TYPE line says so.
+    names = {
+        name if kind != "counter" or name.endswith("_total") else f"{name}_total"
+        for name, kind in types
+    }
+    assert documented, "no metrics table found"
+    assert sorted(documented - names) == [], "README documents metrics a gateway does not export"
+    ours = {name for name in names if name.startswith("sse_gateway_")}
+    assert sorted(ours - documented) == [], "metrics the README's table leaves out"
+
+
+def test_the_errors_table_names_every_error_code() -> None:
+    def subclasses(cls: type[GatewayError]) -> list[type[GatewayError]]:
+        return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+    codes = {cls.code for cls in subclasses(GatewayError)}
+    codes |= {"request_head_too_large", "request_head_timeout", "cors_rejected"}
+    codes |= {"not_found", "method_not_allowed", "invalid_parameter"}
+    table = _section("What a client sees")
+    missing = sorted(code for code in codes if f"`{code}`" not in table)
+    assert missing == [], "error codes missing from README's Errors table"
