@@ -217,7 +217,8 @@ class Session:
 
 
 def _session_env(stack: Stack, gateway: GatewayProcess | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SSE_")}
+    # A user's shell: none of the settings or uv variables that scripts/test exports.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_", "UV_"))}
     env["REDIS_URL"] = stack.redis.url
     env["COLUMNS"] = "80"  # argparse's --help wraps at the terminal's width
     env.pop("PYTHONPATH", None)
