@@ -25,6 +25,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -40,8 +41,16 @@ from producers.publisher import Publisher
 from producers.settings import ProducerSettings
 from tests.support.browser import chromium
 from tests.support.ports import free_port
-from tests.support.processes import ROOT, GatewayProcess
-from tests.support.readme import MORE, Block, Command, normalise, output_matches, parse
+from tests.support.processes import ROOT, GatewayProcess, ProducerProcess
+from tests.support.readme import (
+    MORE,
+    Block,
+    Command,
+    ReadmeError,
+    normalise,
+    output_matches,
+    parse,
+)
 from tests.support.redis_server import RedisServer, new_redis_server
 
 README = ROOT / "README.md"
@@ -65,7 +74,12 @@ def _block_id(block: Block) -> str:
 
 class Conductor:
     """Publishes ``echo`` "hello" and ``reverse_echo`` "olleh" in turn, 0.5 s apart, for
-    4 s after any gateway it watches opens a stream (restarting with ``echo``)."""
+    4 s after any gateway it watches opens a stream (restarting with ``echo``).
+
+    The producer processes of ``./scripts/run`` publish on their own clocks, so which
+    channel a new stream hears first would change from run to run; the conductor
+    publishes the same events through the same ``Publisher``, in step with the streams.
+    """
 
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
@@ -73,10 +87,12 @@ class Conductor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.seeded = threading.Event()
+        self.error: Exception | None = None
 
     def __enter__(self) -> Conductor:
         self._thread.start()
         assert self.seeded.wait(30), "the conductor could not publish"
+        self.check()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,14 +111,22 @@ class Conductor:
         return total
 
     async def _run(self) -> None:
+        try:
+            await self._conduct()
+        except Exception as error:  # surfaced by check(), not lost with the thread
+            self.error = error
+            self.seeded.set()
+            raise
+
+    def check(self) -> None:
+        assert self.error is None, f"the conductor stopped: {self.error!r}"
+
+    async def _conduct(self) -> None:
         events = [
             ("echo", Echo(data=EchoPayload(message="hello"))),
             ("reverse_echo", ReverseEcho(data=EchoPayload(message="olleh"))),
         ]
         async with Publisher.from_url(self.redis_url) as publisher, httpx.AsyncClient() as client:
-            for _ in range(6):  # a history to resume from
-                for channel, event in events:
-                    await publisher.publish(channel, event)
             self.seeded.set()
             seen = 0
             publish_at: float | None = None
@@ -145,11 +169,26 @@ class Stack:
             gateway.close()
 
 
+def _seed_history(redis: RedisServer) -> None:
+    """Six events per channel, from the producer processes ``./scripts/run`` starts."""
+    producers = [
+        ProducerProcess(redis.url, kind, interval=0.05, count=6)
+        for kind in ("echo", "reverse-echo")
+    ]
+    try:
+        for producer in producers:
+            assert producer.wait(timeout=60) == 0, producer.log()
+    finally:
+        for producer in producers:
+            producer.close()
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     redis = new_redis_server(prefer_container=False)
     stack = Stack(redis)
     try:
+        _seed_history(redis)
         with stack.conductor:
             yield stack
     finally:
@@ -170,6 +209,7 @@ class Session:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its group holds only what its commands started
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -209,11 +249,12 @@ class Session:
         if self.process.poll() is None:
             assert self.process.stdin is not None
             self.process.stdin.close()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        # A command that outlived its timeout (a curl without --max-time) goes with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
 
 
 def _session_env(stack: Stack, gateway: GatewayProcess | None) -> dict[str, str]:
@@ -259,6 +300,7 @@ def _fixed_settings(block: Block) -> dict[str, str]:
 
 @pytest.mark.parametrize("block", _blocks("console"), ids=_block_id)
 def test_console_session_prints_what_the_readme_shows(stack: Stack, block: Block) -> None:
+    stack.conductor.check()
     commands = block.commands()
     gateways: dict[str, GatewayProcess] = {}
     if not any(GATEWAY_START.search(command.text) for command in commands):
@@ -528,3 +570,39 @@ def test_the_errors_table_names_every_error_code() -> None:
     table = _section("What a client sees")
     missing = sorted(code for code in codes if f"`{code}`" not in table)
     assert missing == [], "error codes missing from README's Errors table"
+
+
+@pytest.mark.parametrize(
+    ("markdown", "complaint"),
+    [
+        ("```\nls\n```\n", "kind '(none)'"),
+        ("```bash\nls\n```\n", "kind 'bash'"),
+        ("```python\nprint(1)\n```\n", "readme-file"),
+        (
+            "<!-- readme-file: docs/examples/publish.py -->\n\ntext\n```python\nx\n```\n",
+            "readme-file",
+        ),
+        ("```js\nconsole.log(1)\n```\n", "readme-browser"),
+        ("<!-- readme-browser -->\n```js\nconsole.log(1)\n```\n", "followed by a text block"),
+        ("```console\noutput first\n$ ls\n```\n", "must start with '$ '"),
+        ("```console\n$ ls\n...\nmore\n```\n", "'...' may only end"),
+        ("```console\n$ ls\n", "never closed"),
+    ],
+)
+def test_a_block_outside_the_conventions_fails(
+    tmp_path: Path, markdown: str, complaint: str
+) -> None:
+    path = tmp_path / "README.md"
+    path.write_text(markdown)
+    with pytest.raises(ReadmeError, match=re.escape(complaint)):
+        parse(path)
+
+
+def test_output_is_compared_after_normalising() -> None:
+    shown = ("id: echo=1796117052914-0", 'data: {"at":"2026-12-01T09:24:13.915599Z"}')
+    printed = 'id: echo=1796200000000-3\ndata: {"at":"2027-01-02T03:04:05Z"}\n\n'
+    assert output_matches(shown, False, printed)
+    assert not output_matches(shown, False, printed + "one more line\n")
+    assert output_matches(shown, True, printed + "one more line\n")
+    assert not output_matches(shown, False, printed.replace("echo=", "other="))
+    assert normalise("pid=4711 eyJhbGciOiJIUzI1NiJ9.eyJhIjoxfQ.c2ln") == "pid=<pid> <token>"
