@@ -510,11 +510,23 @@ def test_console_scripts_are_the_documented_commands() -> None:
         assert (ROOT / ".venv" / "bin" / name).exists(), f".venv/bin/{name} not installed"
 
 
-def test_readme_links_the_seed_article_and_existing_files() -> None:
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_links_the_seed_article_and_what_exists() -> None:
     text = README.read_text()
     assert "https://zenn.dev/akishichinibu/articles/1423539f71d8c2" in text
     for target in re.findall(r"\]\(((?:docs|deploy)/[^)#]+)", text):
         assert (ROOT / target).exists(), f"README links {target}, which does not exist"
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+    for anchor in re.findall(r"\]\(#([^)]+)\)", text):
+        assert anchor in anchors, f"README links #{anchor}, which no heading makes"
+    performance = (ROOT / "docs" / "performance.md").read_text()
+    moved = {_anchor(h) for h in re.findall(r"^#+ (.+)$", performance, re.MULTILINE)}
+    for anchor in re.findall(r"docs/performance\.md#([^)]+)\)", text):
+        assert anchor in moved, f"README links docs/performance.md#{anchor}, not a heading"
 
 
 def _section(title: str) -> str:
