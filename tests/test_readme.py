@@ -394,17 +394,15 @@ def _script_exists(command: str) -> None:
     assert os.access(script, os.X_OK), f"{script} is not an executable script"
 
 
-def _uv_lock_matches(command: str) -> None:
-    uv = ROOT / ".tools" / "uv" / "bin" / "uv"
-    result = subprocess.run(
-        [str(uv), "lock", "--check", "--offline"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+def _succeeds(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the repository; it must exit 0."""
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def _uv_lock_matches(command: str) -> None:
+    _succeeds(str(ROOT / ".tools" / "uv" / "bin" / "uv"), "lock", "--check", "--offline")
 
 
 def _compose_serves(command: str) -> None:
@@ -420,15 +418,7 @@ def _compose_serves(command: str) -> None:
 def _python_module_help(command: str) -> None:
     module = re.search(r"-m ([\w.]+)", command)
     assert module is not None
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "-m", module.group(1), "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    result = _succeeds(str(ROOT / ".venv" / "bin" / "python"), "-m", module.group(1), "--help")
     for option in re.findall(r"(--[a-z-]+)", command):
         assert option in result.stdout, f"{module.group(1)} has no {option}"
 

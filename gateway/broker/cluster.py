@@ -183,16 +183,7 @@ class ClusterBroker:
         again, move the channels whose slot another master owns now; end the link if it
         has none left and its node is no longer a master."""
         await self._refresh()
-        for live in list(link.channels):
-            node = self._owner(live)
-            if node is not None and node.name != link.node:
-                channel = link.forget(live)
-                assert channel is not None
-                log.info(
-                    "channel's slot has a new master",
-                    extra={"node": node.name, "was": link.node, "channel": channel},
-                )
-                await self._move(live, channel, node)
+        await self._rehome(link, link_up=False)
         if link.channels or self._is_master(link.node):
             return True
         if self._links.get(link.node) is link:
@@ -271,20 +262,29 @@ class ClusterBroker:
         that still look fine: a master cut off from the rest of the cluster (paused, or on
         the wrong side of a partition) may keep its connections up long after a replica
         took its slots over, and nothing published there would ever arrive."""
-        assert self._listener is not None
         for link in list(self._links.values()):
-            for live in list(link.channels):
-                node = self._owner(live)
-                if node is None or node.name == link.node:
-                    continue
-                channel = link.forget(live)
-                assert channel is not None
-                log.info(
-                    "channel's slot has a new master",
-                    extra={"node": node.name, "was": link.node, "channel": channel},
-                )
+            await self._rehome(link, link_up=True)
+
+    async def _rehome(self, link: PubSubLink, *, link_up: bool) -> None:
+        """Move ``link``'s channels whose slot the map gives another master to that master's
+        link. ``link_up``: ``link`` still carries them (its connection looks fine), so their
+        interruption is told here and they are unsubscribed there; else the lost connection
+        has told it already."""
+        assert self._listener is not None
+        for live in list(link.channels):
+            node = self._owner(live)
+            if node is None or node.name == link.node:
+                continue
+            channel = link.forget(live)
+            assert channel is not None
+            log.info(
+                "channel's slot has a new master",
+                extra={"node": node.name, "was": link.node, "channel": channel},
+            )
+            if link_up:
                 self._listener.interrupted([channel])
-                await self._move(live, channel, node)
+            await self._move(live, channel, node)
+            if link_up:
                 await link.release(live)
 
     async def _stop(self) -> None:
