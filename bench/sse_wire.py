@@ -132,8 +132,10 @@ class ParsedEvents:
 
 
 def message_key(message: str) -> tuple[str, int]:
-    """``"echo-00000042-xxxx"`` -> ``("echo", 42)``: the tag and sequence of a message."""
-    tag, seq, _ = message.split("-", 2)
+    """``"echo-00000042-xxxx"`` -> ``("echo", 42)``: the tag and sequence of a message.
+
+    Split from the right: a tag (the channel) may hold dashes, the padding does not."""
+    tag, seq, _ = message.rsplit("-", 2)
     return tag, int(seq)
 
 
