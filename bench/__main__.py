@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from bench import report, suite
+from bench import metrics_cost, report, suite
 from bench.procs import CLIENT_CORE, ROOT, cpu_count, raise_fd_limit
 from bench.procstat import load_average
 from bench.profiles import FULL, QUICK
@@ -67,8 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument(
         "--metrics-cost", action="store_true",
-        help="run moderate and fan-out again on gateways with SSE_METRICS=true (scraped every "
-        f"{suite.METRICS_SCRAPE_SECONDS:g} s) and =false: CPU per delivery on vs off (ours only)",
+        help="what metrics cost (ours only): instructions per delivery and per scrape with "
+        "SSE_METRICS=true vs =false under callgrind, and CPU per delivery at the moderate load "
+        f"and the fan-out search with metrics on (scraped every {metrics_cost.SCRAPE_SECONDS:g} s) "
+        "and off",
     )  # fmt: skip
     parser.add_argument("--keep-logs", action="store_true", help="keep the run directory")
     return parser

@@ -45,6 +45,12 @@ class Profile:
     drain_seconds: float
     """How long a round may wait for late events before counting them lost."""
     sample_streams: int
+    # Metrics cost (issue 12), counted under callgrind: a rate it keeps up with.
+    instructions_rate: float
+    """Events per second to moderate_subscribers while instructions are counted."""
+    instructions_seconds: float
+    instructions_scrapes: int
+    """GET /metrics calls counted, with metrics on."""
     latency_target_ms: float = 50.0
 
 
@@ -97,6 +103,9 @@ FULL = Profile(
     soak_round_seconds=10.0,
     drain_seconds=10.0,
     sample_streams=50,
+    instructions_rate=1.0,
+    instructions_seconds=20.0,
+    instructions_scrapes=10,
 )
 
 QUICK = Profile(
@@ -125,4 +134,7 @@ QUICK = Profile(
     soak_round_seconds=5.0,
     drain_seconds=5.0,
     sample_streams=20,
+    instructions_rate=2.0,
+    instructions_seconds=3.0,
+    instructions_scrapes=2,
 )

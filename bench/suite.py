@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import profiler, scenarios
+from bench import metrics_cost, profiler, scenarios
 from bench.baselines.nchan import NchanUnavailable
 from bench.profiles import Profile
-from bench.systems import Server, http_get, started
+from bench.systems import Server, started
 
 log = logging.getLogger("bench")
 
@@ -28,13 +27,6 @@ SCENARIOS = (
     "multiplex",
     "resume_storm",
 )
-
-METRICS_SCRAPE_SECONDS = 5.0
-"""How often the metrics-cost runs scrape /metrics while metrics are on: more often than
-Prometheus usually does (10-15 s), so the figure errs on the costly side."""
-
-METRICS_COST_TARGET_PCT = 3.0
-"""Issue 12: metrics may cost at most this much more CPU per delivery."""
 
 SCENARIO_LIMIT = 600.0
 """A scenario that runs longer is stuck: record an error and go on (the run is unattended)."""
@@ -150,7 +142,7 @@ async def run_system(system: str, opts: Options) -> dict[str, Any]:
         results["metrics_cost"] = await _measure(
             "moderate and fan-out with metrics on and off",
             system,
-            lambda: _metrics_cost(opts),
+            lambda: metrics_cost.run(opts.profile, opts.run_dir),
             limit=4 * SCENARIO_LIMIT,
         )
     if opts.scaling and system in ("ours", "seed"):
@@ -199,105 +191,6 @@ async def _scaling(system: str, opts: Options) -> dict[str, Any]:
     result["workers"] = 2
     result["note"] = "workers on cores 0-1; the load generator shares core 1"
     return result
-
-
-@contextlib.asynccontextmanager
-async def _scraping(server: Server, every: float | None) -> AsyncIterator[list[int]]:
-    """GET /metrics every ``every`` seconds while the block runs (None: never); yields the
-    statuses."""
-    statuses: list[int] = []
-    if every is None:
-        yield statuses
-        return
-
-    async def scrape() -> None:
-        while True:
-            await asyncio.sleep(every)
-            statuses.append((await http_get(server.port, "/metrics"))[0])
-
-    task = asyncio.create_task(scrape())
-    try:
-        yield statuses
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def _metrics_cost(opts: Options) -> dict[str, Any]:
-    """Issue 12's cost: CPU per delivery with SSE_METRICS on (and scraped) vs off, at the
-    moderate load and along the fan-out steps, each on a gateway of its own."""
-    runs: dict[str, dict[str, Any]] = {}
-    for name, setting in (("on", "true"), ("off", "false")):
-        env = {"SSE_METRICS": setting}
-        every = METRICS_SCRAPE_SECONDS if name == "on" else None
-        async with (
-            started("ours", opts.run_dir, env=env, label=f"ours-metrics-{name}") as server,
-            _scraping(server, every) as got,
-        ):
-            moderate = await scenarios.moderate(server, opts.profile, opts.run_dir)
-            fanout = await scenarios.fanout(
-                server, opts.profile, opts.run_dir, tag=f"fanout-metrics-{name}"
-            )
-        moderate.pop("latency_cdf_ms", None)
-        runs[name] = {"moderate": moderate, "fanout": fanout, "scrapes": got}
-    return metrics_cost_summary(runs)
-
-
-def _overhead_pct(on: float | None, off: float | None) -> float | None:
-    return round((on / off - 1) * 100, 2) if on and off else None
-
-
-def metrics_cost_summary(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per-delivery CPU on vs off: at the moderate load, and at the highest fan-out step
-    both runs sustained (the fan-out maximum that both reach)."""
-    on, off = runs["on"], runs["off"]
-    moderate = {
-        "cpu_us_per_delivery_on": on["moderate"]["cpu_us_per_delivery"],
-        "cpu_us_per_delivery_off": off["moderate"]["cpu_us_per_delivery"],
-        "nothing_lost": on["moderate"]["nothing_lost"] and off["moderate"]["nothing_lost"],
-    }
-    moderate["overhead_pct"] = _overhead_pct(
-        moderate["cpu_us_per_delivery_on"], moderate["cpu_us_per_delivery_off"]
-    )
-    sustained_off = {
-        s["deliveries_offered_per_s"]: s for s in off["fanout"]["steps"] if s["sustained"]
-    }
-    common = [
-        (s["deliveries_offered_per_s"], s, sustained_off[s["deliveries_offered_per_s"]])
-        for s in on["fanout"]["steps"]
-        if s["sustained"] and s["deliveries_offered_per_s"] in sustained_off
-    ]
-    fanout: dict[str, Any] = {
-        "max_sustained_on": on["fanout"]["max_sustained_deliveries_per_s"],
-        "max_sustained_off": off["fanout"]["max_sustained_deliveries_per_s"],
-        "top_common_step": None,
-    }
-    if common:
-        offered, step_on, step_off = max(common, key=lambda item: item[0])
-        fanout.update(
-            top_common_step=offered,
-            cpu_us_per_delivery_on=step_on["cpu_us_per_delivery"],
-            cpu_us_per_delivery_off=step_off["cpu_us_per_delivery"],
-            overhead_pct=_overhead_pct(
-                step_on["cpu_us_per_delivery"], step_off["cpu_us_per_delivery"]
-            ),
-        )
-    overheads = [moderate["overhead_pct"], fanout.get("overhead_pct")]
-    return {
-        "moderate": moderate,
-        "fanout": fanout,
-        "scrapes": {"count": len(on["scrapes"]), "ok": on["scrapes"].count(200)},
-        "nothing_lost": all(
-            run["moderate"]["nothing_lost"] and run["fanout"]["nothing_lost_while_sustained"]
-            for run in (on, off)
-        ),
-        "target_pct": METRICS_COST_TARGET_PCT,
-        "met": None
-        if None in overheads
-        else all(o is not None and o <= METRICS_COST_TARGET_PCT for o in overheads),
-        "runs": runs,
-    }
 
 
 async def run(opts: Options) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 from redis.asyncio import Redis
 
+from bench import callgrind
 from bench.baselines import nchan
 from bench.procs import (
     PYTHON,
@@ -38,6 +39,9 @@ from bench.procstat import TreeUsage, tree_usage
 from bench.publisher import GatewaySink, NchanSink, RedisPublishSink, Sink
 
 SYSTEMS = ("ours", "seed", "nchan")
+START_SECONDS = 30.0
+"""How long a server may take to listen and then to be ready."""
+CALLGRIND_START_SECONDS = 240.0
 LABELS = {
     "ours": "redis-sse-gateway",
     "seed": "seed-style FastAPI (pub/sub per client)",
@@ -91,6 +95,8 @@ class Server:
     redis_url: str | None = None
     workers: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    instructions: callgrind.Counter | None = None
+    """Counts the server's instructions block by block (``started(count_instructions=True)``)."""
 
     @property
     def label(self) -> str:
@@ -232,10 +238,13 @@ async def started(
     workers: int = 1,
     env: dict[str, str] | None = None,
     label: str | None = None,
+    count_instructions: bool = False,
 ) -> AsyncIterator[Server]:
     """Start ``system`` (and its redis-server); stop everything when the block ends.
 
-    ``label`` names its log directory when the same system runs several times."""
+    ``label`` names its log directory when the same system runs several times. With
+    ``count_instructions`` the server runs under callgrind (``bench.callgrind``) and
+    ``Server.instructions`` counts what it executes in a block."""
     log_dir = run_dir / (label or (system if workers == 1 else f"{system}-w{workers}"))
     log_dir.mkdir(parents=True, exist_ok=True)
     if system == "nchan":
@@ -247,12 +256,22 @@ async def started(
     async with running(redis_proc):
         port = free_port()
         core = SERVER_CORE if workers == 1 else ",".join(str(c) for c in range(workers))
-        argv = pinned(core, _server_argv(system, port, workers))
+        argv = _server_argv(system, port, workers)
+        dumps = log_dir / "callgrind.out"
+        if count_instructions:
+            argv = callgrind.wrap(argv, dumps)
         proc = await start_process(
-            system, argv, log_dir=log_dir, env={"REDIS_URL": redis_url, **(env or {})}
+            system,
+            pinned(core, argv),
+            log_dir=log_dir,
+            env={"REDIS_URL": redis_url, **(env or {})},
         )
+        # Under callgrind the interpreter starts some 50x slower.
+        within = CALLGRIND_START_SECONDS if count_instructions else START_SECONDS
         async with running(proc):
-            await wait_for_port(proc, port)
+            await wait_for_port(proc, port, within=within)
             server = Server(system, port, proc, redis_proc, redis_url, workers)
-            await _wait_ready(server)
+            if count_instructions:
+                server.instructions = callgrind.Counter(proc.pid, dumps)
+            await _wait_ready(server, within=within)
             yield server

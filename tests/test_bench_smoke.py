@@ -77,10 +77,20 @@ def test_quick_metrics_cost_runs_the_gateway_with_metrics_on_and_off(tmp_path: P
     out = tmp_path / "results"
     results = run_bench(out, "--only", "ours", "--scenarios", "moderate", "--metrics-cost")
     cost = results["systems"]["ours"]["metrics_cost"]
+    assert "error" not in cost, cost.get("traceback")
     assert cost["nothing_lost"], cost
+    cpu = cost["runs"]["cpu"]
     for name in ("on", "off"):
-        moderate = cost["runs"][name]["moderate"]
+        moderate = cpu[name]["moderate"]
         assert moderate["delivered"] == moderate["expected"], (name, moderate)
-    assert cost["moderate"]["cpu_us_per_delivery_on"] is not None
-    assert cost["moderate"]["cpu_us_per_delivery_off"] is not None
-    assert "## Metrics cost (SSE_METRICS on, scraped, vs off)" in (out / "results.md").read_text()
+        assert cpu[name]["fanout"]["max_sustained_deliveries_per_s"] > 0, cpu[name]["fanout"]
+    assert cost["cpu"]["moderate"]["cpu_us_per_delivery_on"] is not None
+    assert cost["cpu"]["fanout"]["top_common_step"] is not None
+    counted = cost["runs"]["instructions"]
+    for name in ("on", "off"):
+        assert counted[name]["delivered"] > 0, counted
+        assert counted[name]["instructions"] > 0, counted
+        assert counted[name]["nothing_lost"], counted[name]
+    assert counted["on"]["scrapes"]["ok"] == counted["on"]["scrapes"]["count"] > 0
+    assert cost["met"] is not None
+    assert "## Metrics cost (SSE_METRICS on vs off)" in (out / "results.md").read_text()
