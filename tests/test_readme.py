@@ -88,6 +88,10 @@ class Conductor:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.seeded = threading.Event()
         self.error: Exception | None = None
+        # (turns of the loop, whether the last one had nothing scheduled)
+        self._turns = threading.Condition()
+        self._turn = 0
+        self._idle = False
 
     def __enter__(self) -> Conductor:
         self._thread.start()
@@ -116,10 +120,29 @@ class Conductor:
         except Exception as error:  # surfaced by check(), not lost with the thread
             self.error = error
             self.seeded.set()
+            self._turned(True)
             raise
 
     def check(self) -> None:
         assert self.error is None, f"the conductor stopped: {self.error!r}"
+
+    def wait_quiet(self, timeout: float = 15.0) -> None:
+        """Until a turn that began after this call finds nothing left to publish: a block
+        that reads history must not see the end of the previous block's events."""
+        with self._turns:
+            first = self._turn + 2
+            quiet = self._turns.wait_for(
+                lambda: self.error is not None or (self._turn >= first and self._idle),
+                timeout,
+            )
+        self.check()
+        assert quiet, f"the conductor was still publishing after {timeout}s"
+
+    def _turned(self, idle: bool) -> None:
+        with self._turns:
+            self._turn += 1
+            self._idle = idle
+            self._turns.notify_all()
 
     async def _conduct(self) -> None:
         events = [
@@ -143,6 +166,7 @@ class Conductor:
                     await publisher.publish(channel, event)
                     turn += 1
                     publish_at = publish_at + 0.5 if now - cycle_start < 4 else None
+                self._turned(publish_at is None)
                 await asyncio.sleep(0.03)
 
 
@@ -300,7 +324,7 @@ def _fixed_settings(block: Block) -> dict[str, str]:
 
 @pytest.mark.parametrize("block", _blocks("console"), ids=_block_id)
 def test_console_session_prints_what_the_readme_shows(stack: Stack, block: Block) -> None:
-    stack.conductor.check()
+    stack.conductor.wait_quiet()
     commands = block.commands()
     gateways: dict[str, GatewayProcess] = {}
     if not any(GATEWAY_START.search(command.text) for command in commands):
