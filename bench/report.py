@@ -208,6 +208,13 @@ def _metrics_cost_table(cost: dict[str, Any]) -> list[str]:
                 )
             )
         out.append("")
+        if not any(name.startswith("fanout_max") for name in counted["at"]):
+            out += [
+                "The fan-out search stopped below the moderate load in this run (a busy "
+                "machine), so the scrapes are charged at the moderate load only (their "
+                "share falls as the load grows).",
+                "",
+            ]
     else:
         out += [f"Instructions not counted: {cost.get('instructions_unavailable')}.", ""]
     cpu = cost["cpu"]
