@@ -30,6 +30,12 @@ class UsageError(Exception):
     """A bad argument or setting, reported as one line."""
 
 
+WORKER_HEALTHCHECK_SECONDS = 60
+"""uvicorn's own default is 5 s, and a worker answers only once it has imported the
+gateway: on a busy machine that took 22 s, so every worker was killed before it started,
+again and again."""
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -48,6 +54,16 @@ def _workers(text: str) -> int:
     if workers < 1:
         raise argparse.ArgumentTypeError("--workers must be at least 1")
     return workers
+
+
+def _seconds(text: str) -> int:
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 second")
+    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "httptools", "h11"],
         help="uvicorn's HTTP protocol (default: auto, the fast path's lighter httptools "
         "protocol when it is on); h11 implies the stock path (SSE_FAST_PATH=false)",
+    )
+    parser.add_argument(
+        "--worker-healthcheck-timeout",
+        type=_seconds,
+        default=WORKER_HEALTHCHECK_SECONDS,
+        metavar="SECONDS",
+        help="with --workers: how long a worker may take to answer the supervisor's "
+        f"health check, starting included, before it is replaced "
+        f"(default: {WORKER_HEALTHCHECK_SECONDS})",
     )
     return parser
 
@@ -163,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 host=args.host,
                 port=args.port,
                 workers=args.workers,
+                timeout_worker_healthcheck=args.worker_healthcheck_timeout,
                 log_level=args.log_level,
                 log_config=uvicorn_log_config(settings.log_format, args.log_level),
                 access_log=args.access_log,

@@ -94,6 +94,7 @@ def gateway_factory(
         port: int | None = None,
         args: list[str] | None = None,
         open_files: int | None = None,
+        ready_timeout: float = 30,
     ) -> GatewayProcess:
         gateway = GatewayProcess(
             redis_url,
@@ -102,6 +103,7 @@ def gateway_factory(
             port=port,
             args=[*stream_path.args, *(args or [])],
             open_files=open_files,
+            ready_timeout=ready_timeout,
         )
         _processes.append(gateway)
         if not stream_path.fast:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -145,3 +147,22 @@ async def test_sigterm_drains_both_workers_and_exits_0(
         assert goodbye.event == "reconnect"
         assert json.loads(goodbye.data)["reason"] == "shutdown"
     assert "ASGI callable returned without completing response" not in gateway.log()
+
+
+SLOW_START = """\
+import sys, time
+# Only the workers uvicorn spawns: their start takes longer than uvicorn's own 5 s health
+# check, as it did on a busy machine.
+if any("spawn_main" in arg for arg in sys.orig_argv):
+    time.sleep({seconds})
+"""
+
+
+def test_workers_that_start_slowly_are_waited_for_not_replaced(
+    gateway_factory: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(SLOW_START.format(seconds=7))
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    gateway = gateway_factory(workers=2, env={"PYTHONPATH": path}, ready_timeout=120)
+    assert len(worker_pids(gateway)) == 2
+    assert "died" not in gateway.log(), gateway.log()

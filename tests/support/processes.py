@@ -103,6 +103,7 @@ class GatewayProcess(ManagedProcess):
         port: int | None = None,
         args: list[str] | None = None,
         open_files: int | None = None,
+        ready_timeout: float = 30,
     ) -> None:
         self.port = port or free_port()
         argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -112,7 +113,7 @@ class GatewayProcess(ManagedProcess):
         env = {"REDIS_URL": redis_url, **(env or {})}
         super().__init__(argv, env, name="gateway", open_files=open_files)
         try:
-            self.wait_ready()
+            self.wait_ready(ready_timeout)
         except BaseException:
             self.close()  # never handed to a fixture: nobody else would stop it
             raise
