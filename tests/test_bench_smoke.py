@@ -70,6 +70,15 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     assert ours["resume_storm"]["complete"] == ours["resume_storm"]["clients"]
     assert ours["multiplex"]["nothing_lost"]
     assert ours["multiplex"]["cpu_ratio"] is not None
+    browsers = ours["many_browsers"]
+    assert "error" not in browsers, browsers.get("traceback")
+    assert browsers["nothing_lost"], browsers
+    assert browsers["opened"] == browsers["streams"]
+    assert browsers["received"] == browsers["expected"] > 0
+    assert browsers["streams_complete"] == browsers["streams"]
+    assert browsers["latency_ms"]["p99"] is not None
+    assert len(browsers["clients"]) >= 2, "streams from more than one source address"
+    assert "## Many browsers" in markdown
 
 
 # Under callgrind the gateway starts and runs tens of times slower, more so on a busy
