@@ -18,7 +18,8 @@
  * stdout: one JSON line once every stream is open or has failed for good; then commands on
  * stdin, one a line:
  *   collect N SECONDS  wait until every open stream has N events in order (at most
- *                      SECONDS), then one JSON line with the counts and the histogram
+ *                      SECONDS), then one JSON line with the counts (since the start)
+ *                      and the latencies (since the last collect)
  *   close (or EOF)     close every stream with RST and exit
  */
 #define _GNU_SOURCE
@@ -155,10 +156,12 @@ static void on_data_line(struct stream *s, const char *v) {
 }
 
 static void on_id_line(struct stream *s, const char *v) {
-    /* "<channel>=<ms>-<n>" (one channel per stream here) */
+    /* ours: "<channel>=<ms>-<n>" (one channel per stream here); nchan: "<s>:<n>" (its
+     * own, also increasing) */
     const char *eq = strrchr(v, '=');
     unsigned long long ms, n;
-    if (eq == NULL || sscanf(eq + 1, "%llu-%llu", &ms, &n) != 2) {
+    if (eq != NULL ? sscanf(eq + 1, "%llu-%llu", &ms, &n) != 2
+                   : sscanf(v, " %llu:%llu", &ms, &n) != 2) {
         s->parse_errors++;
         return;
     }
@@ -528,6 +531,9 @@ static void collect(int expect, double seconds) {
     }
     printf("], \"first_error\": \"%s\"}\n", first_error);
     fflush(stdout);
+    /* the next collect reports its own round's latencies (counts stay cumulative) */
+    memset(hist, 0, BUCKETS * sizeof *hist);
+    latency_count = latency_late = 0, latency_max_us = 0;
 }
 
 int main(int argc, char **argv) {

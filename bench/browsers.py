@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import build_c, cpu_count
+from bench.procs import CLIENT_CORE, build_c, cpu_count, pinned
 from bench.procstat import core_busy_seconds, load_average, process_tree, tree_usage
 from bench.profiles import Profile
 from bench.publisher import publish_at_rate
@@ -298,3 +298,107 @@ async def _measure(
         and received == expected == count * p.browsers_streams
     )
     return result
+
+
+async def wide_fanout(
+    server: Server,
+    profile: Profile,
+    run_dir: Path,
+    *,
+    subscribers: int,
+    step_seconds: float,
+    channel: str = "wide",
+) -> dict[str, Any]:
+    """The fan-out ladder with ``subscribers`` streams on one channel, read by one
+    ``browsers.c`` process pinned to the client core (the Python load generator cannot
+    keep up with 5,000 streams at one event a second, see docs/performance.md): the
+    offered deliveries/s step up until the server stops keeping up."""
+    p = profile
+    binary = build_c(SOURCE, run_dir)
+    await server.wait_idle()
+    argv = [
+        str(binary),
+        "127.0.0.1",
+        str(server.port),
+        server.sse_path([channel]),
+        str(subscribers),
+        "127.0.0.2",
+        str(p.browsers_in_flight),
+        channel,
+        server.ready_on,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *pinned(CLIENT_CORE, argv),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=REPORT_LIMIT,
+    )
+    client = Client(process, subscribers, "127.0.0.2")
+    sink = server.sink()
+    steps: list[dict[str, Any]] = []
+    try:
+        opening = await client.line(max(120.0, subscribers / 100))
+        if opening["opened"] != subscribers:
+            raise RuntimeError(f"{opening['opened']} of {subscribers} streams opened: {opening}")
+        await server.wait_subscribed([channel], subscribers, within=max(30.0, subscribers / 100))
+        # One event first: the publisher's connection set-up is not a step's latency.
+        await publish_at_rate(sink, [channel], rate=1.0, count=1)
+        await client.send(f"collect 1 {p.drain_seconds}")
+        warm = await client.line(p.drain_seconds + 60.0)
+        published, lost_before, failures = 1, warm["lost"], 0
+        for offered in p.fanout_steps:
+            rate = offered / subscribers
+            count = max(1, round(rate * step_seconds))
+            before = server.usage()
+            pub = await publish_at_rate(
+                sink, [channel], rate=rate, count=count, start_seq=published
+            )
+            published += count
+            await client.send(f"collect {published} {p.drain_seconds}")
+            report = await client.line(p.drain_seconds + 60.0)
+            after = server.usage()
+            lost = report["lost"] - lost_before
+            lost_before = report["lost"]
+            delivered = count * subscribers - lost
+            cpu = after.cpu_seconds - before.cpu_seconds
+            lat = _merge_latency([report])
+            step = {
+                "deliveries_offered_per_s": offered,
+                "deliveries_per_s": round(delivered / max(pub.seconds, count / rate)),
+                "events": count,
+                "rate_published": round(pub.rate, 1),
+                "lost": lost,
+                "duplicated": report["duplicated"] + report["ids_not_increasing"],
+                "streams_closed": report["closed"],
+                "latency_ms": lat,
+                "cpu_us_per_delivery": round(cpu / delivered * 1e6, 3) if delivered else None,
+            }
+            step["sustained"] = bool(
+                lost == 0
+                and step["duplicated"] == 0
+                and report["closed"] == 0
+                and lat["p99"] is not None
+                and lat["p99"] <= p.latency_target_ms
+                and pub.rate >= 0.95 * rate
+            )
+            steps.append(step)
+            failures = 0 if step["sustained"] else failures + 1
+            if failures >= p.max_failed_steps:
+                break
+    finally:
+        await sink.aclose()
+        await client.close()
+    best = max(
+        (s for s in steps if s["sustained"]), key=lambda s: s["deliveries_per_s"], default=None
+    )
+    return {
+        "subscribers": subscribers,
+        "reader": "bench/browsers.c",
+        "max_sustained_deliveries_per_s": best["deliveries_per_s"] if best else 0,
+        "max_sustained_offered_per_s": best["deliveries_offered_per_s"] if best else 0,
+        "saturated": bool(steps) and not steps[-1]["sustained"],
+        "steps": steps,
+        "nothing_lost_while_sustained": all(
+            s["lost"] == 0 and s["duplicated"] == 0 for s in steps if s["sustained"]
+        ),
+    }

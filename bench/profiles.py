@@ -36,6 +36,8 @@ class Profile:
     multiplex_subscribers: int
     multiplex_rate: float
     multiplex_seconds: float
+    # Fan-out to many subscribers on one channel, read by the C client (issue 14).
+    wide_subscribers: int
     # Many browsers (issue 14): streams held over several workers, one event a second.
     browsers_streams: int
     browsers_workers: int
@@ -107,6 +109,7 @@ FULL = Profile(
     multiplex_subscribers=2000,
     multiplex_rate=40.0,
     multiplex_seconds=10.0,
+    wide_subscribers=5000,
     browsers_streams=50_000,
     browsers_workers=3,
     browsers_max_streams_per_worker=19_000,
@@ -147,6 +150,7 @@ QUICK = Profile(
     multiplex_seconds=1.0,
     # Two workers whose maxima add up to little more than the streams: an uneven spread of
     # accepts is refused (503) and retried, which the quick run then exercises.
+    wide_subscribers=300,
     browsers_streams=600,
     browsers_workers=2,
     browsers_max_streams_per_worker=320,

@@ -66,7 +66,7 @@ def lost_anywhere(systems: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         for name, result in scenarios.items():
             if not isinstance(result, dict):
                 continue
-            if name == "fanout" or name.startswith("sweep") or name == "scaling":
+            if name in ("fanout", "scaling", "wide_fanout") or name.startswith("sweep"):
                 bad = not result.get("nothing_lost_while_sustained", True)
                 storm = result.get("reconnect_storm")
                 bad = bad or (isinstance(storm, dict) and storm.get("nothing_lost") is False)
@@ -510,6 +510,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     for name, data in systems.items():
         fan = data.get("fanout")
         if isinstance(fan, dict) and "steps" in fan:
+            out += [*_steps_table(name, fan), ""]
+    wide = [
+        (n, d["wide_fanout"]) for n, d in systems.items() if "steps" in d.get("wide_fanout", {})
+    ]
+    if wide:
+        out += ["## Fan-out to many subscribers on one channel (C reader)", ""]
+        for name, fan in wide:
             out += [*_steps_table(name, fan), ""]
     out += _storm_table(systems)
     out += _workers_table(systems)

@@ -26,6 +26,7 @@ SCENARIOS = (
     "moderate",
     "multiplex",
     "resume_storm",
+    "wide_fanout",
     "many_browsers",
 )
 
@@ -92,6 +93,12 @@ def _scenario(
         return lambda s: scenarios.reconnect_storm(s, p, run_dir)
     if name == "resume_storm":
         return (lambda s: scenarios.resume_storm(s, p, run_dir)) if system == "ours" else None
+    if name == "wide_fanout":
+        if system == "seed":
+            return None
+        return lambda s: browsers.wide_fanout(
+            s, p, run_dir, subscribers=p.wide_subscribers, step_seconds=p.sweep_step_seconds
+        )
     if name == "many_browsers":
         return None  # a server of its own with several workers: run after the others
     raise ValueError(f"unknown scenario {name!r}")
