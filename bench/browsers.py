@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procs import CLIENT_CORE, build_c, cpu_count, pinned
+from bench.procs import CLIENT_CORE, SERVER_CORE, build_c, cpu_count, pinned
 from bench.procstat import core_busy_seconds, load_average, process_tree, tree_usage
 from bench.profiles import Profile
 from bench.publisher import publish_at_rate
@@ -350,6 +350,7 @@ async def wide_fanout(
             rate = offered / subscribers
             count = max(1, round(rate * step_seconds))
             before = server.usage()
+            core_before, began = core_busy_seconds(int(SERVER_CORE)), time.monotonic()
             pub = await publish_at_rate(
                 sink, [channel], rate=rate, count=count, start_seq=published
             )
@@ -357,6 +358,8 @@ async def wide_fanout(
             await client.send(f"collect {published} {p.drain_seconds}")
             report = await client.line(p.drain_seconds + 60.0)
             after = server.usage()
+            core_busy = core_busy_seconds(int(SERVER_CORE)) - core_before
+            elapsed = time.monotonic() - began
             lost = report["lost"] - lost_before
             lost_before = report["lost"]
             delivered = count * subscribers - lost
@@ -372,6 +375,8 @@ async def wide_fanout(
                 "streams_closed": report["closed"],
                 "latency_ms": lat,
                 "cpu_us_per_delivery": round(cpu / delivered * 1e6, 3) if delivered else None,
+                # The server core's time given to other processes (a busy machine shows here).
+                "server_core_others_pct": round(max(0.0, core_busy - cpu) / elapsed * 100, 1),
             }
             step["sustained"] = bool(
                 lost == 0
