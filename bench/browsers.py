@@ -107,8 +107,10 @@ def _workers(server: Server) -> list[dict[str, Any]]:
 
 
 WORKER_HEALTHCHECK_S = 5.0
-"""uvicorn's supervisor kills a worker that does not answer its ping within this (also one
-still importing on a busy machine) and starts another."""
+"""uvicorn's default: its supervisor kills a worker that does not answer its ping within
+this (also one still importing on a busy machine) and starts another. The gateway waits
+longer (``--worker-healthcheck-timeout``); a worker set stable for twice this is settled
+enough to open streams on."""
 
 
 async def _workers_settled(server: Server, within: float = 120.0) -> None:
