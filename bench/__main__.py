@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--soak", action="store_true", help="10 minutes at half the max rate")
     parser.add_argument("--soak-seconds", type=float, help="override the soak duration")
-    parser.add_argument("--scaling", action="store_true", help="fan-out again with --workers 2")
+    parser.add_argument(
+        "--scaling", action="store_true", help="fan-out and storm again with --workers 2"
+    )
     parser.add_argument(
         "--profile", type=_names(suite.SCENARIOS), default=[], metavar="SCENARIOS",
         help="sample the Python servers with py-spy during these scenarios "

@@ -23,6 +23,10 @@ CLIENT_CORE = "1"
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
+class CompilerUnavailable(RuntimeError):
+    """No C compiler: the C clients of the bench cannot be built."""
+
+
 class StartupError(RuntimeError):
     """A process did not come up (its log tail is in the message)."""
 
@@ -33,6 +37,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def build_c(source: Path, run_dir: Path) -> Path:
+    """A C client of the bench (``bench/*.c``) compiled into ``run_dir``, once per run."""
+    binary = run_dir / source.stem
+    if binary.exists():
+        return binary
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise CompilerUnavailable(f"no C compiler (gcc) for {source.name}")
+    subprocess.run([cc, "-O2", "-o", str(binary), str(source)], check=True)
+    return binary
 
 
 def raise_fd_limit() -> int:

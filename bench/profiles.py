@@ -36,6 +36,18 @@ class Profile:
     multiplex_subscribers: int
     multiplex_rate: float
     multiplex_seconds: float
+    # Fan-out to many subscribers on one channel, read by the C client (issue 14).
+    wide_subscribers: int
+    # Many browsers (issue 14): streams held over several workers, one event a second.
+    browsers_streams: int
+    browsers_workers: int
+    browsers_max_streams_per_worker: int
+    """SSE_MAX_STREAMS: under the per-process descriptor limit (20,000 on the bench VM)."""
+    browsers_per_client: int
+    """Streams per client process (each its own source address and descriptor limit)."""
+    browsers_in_flight: int
+    browsers_rate: float
+    browsers_seconds: float
     # Optional runs.
     sweep_subscribers: tuple[int, ...]
     sweep_step_seconds: float
@@ -97,6 +109,14 @@ FULL = Profile(
     multiplex_subscribers=2000,
     multiplex_rate=40.0,
     multiplex_seconds=10.0,
+    wide_subscribers=5000,
+    browsers_streams=50_000,
+    browsers_workers=3,
+    browsers_max_streams_per_worker=19_000,
+    browsers_per_client=17_000,
+    browsers_in_flight=500,
+    browsers_rate=1.0,
+    browsers_seconds=120.0,
     sweep_subscribers=(500, 5000),
     sweep_step_seconds=3.0,
     soak_seconds=600.0,
@@ -128,6 +148,16 @@ QUICK = Profile(
     multiplex_subscribers=200,
     multiplex_rate=40.0,
     multiplex_seconds=1.0,
+    # Two workers whose maxima add up to little more than the streams: an uneven spread of
+    # accepts is refused (503) and retried, which the quick run then exercises.
+    wide_subscribers=300,
+    browsers_streams=600,
+    browsers_workers=2,
+    browsers_max_streams_per_worker=320,
+    browsers_per_client=300,
+    browsers_in_flight=100,
+    browsers_rate=2.0,
+    browsers_seconds=3.0,
     sweep_subscribers=(100, 400),
     sweep_step_seconds=1.0,
     soak_seconds=20.0,

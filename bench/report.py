@@ -66,8 +66,10 @@ def lost_anywhere(systems: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         for name, result in scenarios.items():
             if not isinstance(result, dict):
                 continue
-            if name == "fanout" or name.startswith("sweep") or name == "scaling":
+            if name in ("fanout", "scaling", "wide_fanout") or name.startswith("sweep"):
                 bad = not result.get("nothing_lost_while_sustained", True)
+                storm = result.get("reconnect_storm")
+                bad = bad or (isinstance(storm, dict) and storm.get("nothing_lost") is False)
             elif name == "idle_memory":
                 bad = bool(result.get("failed"))
             else:
@@ -347,6 +349,94 @@ def _storm_table(systems: dict[str, dict[str, Any]]) -> list[str]:
     return ["## Reconnect storm", "", _row(header), _row(["---"] * len(header)), *lines, ""]
 
 
+def _workers_table(systems: dict[str, dict[str, Any]]) -> list[str]:
+    """Issue 14, target 5: fan-out and storm with one worker and with two, per worker."""
+    header = ["system", "workers", "max sustained deliveries/s", "per worker"]
+    header += ["storm new streams/s", "per worker", "CPU µs/new stream"]
+    lines: list[str] = []
+    for name, data in systems.items():
+        scaling = data.get("scaling")
+        if not isinstance(scaling, dict) or "per_worker" not in scaling:
+            continue
+        for workers, fan, storm in (
+            (1, data.get("fanout") or {}, data.get("reconnect_storm") or {}),
+            (scaling["workers"], scaling, scaling.get("reconnect_storm") or {}),
+        ):
+            fanned, opened = (
+                fan.get("max_sustained_deliveries_per_s"),
+                storm.get("new_streams_per_s"),
+            )
+            lines.append(
+                _row(
+                    [
+                        LABELS.get(name, name),
+                        str(workers),
+                        _num(fanned),
+                        _num(fanned / workers if fanned is not None else None),
+                        _num(opened),
+                        _num(opened / workers if opened is not None else None),
+                        _num(storm.get("cpu_us_per_new_stream"), 1),
+                    ]
+                )
+            )
+    if not lines:
+        return []
+    return ["## Workers", "", _row(header), _row(["---"] * len(header)), *lines, ""]
+
+
+def _browsers_table(result: dict[str, Any]) -> list[str]:
+    """Issue 14's many browsers: streams held over several workers, every event checked."""
+    lat = result["latency_ms"]
+    spread = ", ".join(f"{w['fds']:,}" for w in result["server_processes"] if w["fds"] > 100)
+    load = result["load_average_before"]
+    header = ["", "measured"]
+    rows = [
+        ("streams held", f"{result['opened']:,} of {result['streams']:,}"),
+        (
+            "opened in",
+            f"{_num(result['open_s'], 1)} s ({_num(result['new_streams_per_s'])}/s); "
+            f"{result['refused_503']:,} refusals (503) retried",
+        ),
+        (
+            "workers",
+            f"{result['workers']} (SSE_MAX_STREAMS={result['max_streams_per_worker']:,}); "
+            f"descriptors per worker: {spread}; restarts: {result.get('worker_restarts', 0)}",
+        ),
+        (
+            "events",
+            f"{result['events']} at {result['rate']:g}/s: {result['received']:,} received "
+            f"of {result['expected']:,} expected; lost {result['lost']:,}, out of order or "
+            f"duplicated {result['duplicated'] + result['ids_not_increasing']:,}, "
+            f"streams closed {result['streams_closed']:,}",
+        ),
+        (
+            "publish-to-receive",
+            f"p50 {_num(lat['p50'], 1)} / p90 {_num(lat['p90'], 1)} / "
+            f"p99 {_num(lat['p99'], 1)} / max {_num(lat['max'], 1)} ms",
+        ),
+        (
+            "RSS per stream",
+            f"{_num(result['kb_per_stream'], 2)} KB ({_num(result['rss_mb_before'], 1)} -> "
+            f"{_num(result['rss_mb_held'], 1)} MB over every worker and the supervisor)",
+        ),
+        (
+            "server CPU while publishing",
+            f"{_num(result['server_cpu_pct'], 1)}% of one core "
+            f"({_num(result['cpu_us_per_delivery'], 2)} µs per delivery); clients "
+            f"{_num(result['clients_cpu_pct'], 1)}%; others on the machine "
+            f"{_num(result['others_cpu_pct'], 0)}%; load average {load[0]:.2f} before",
+        ),
+    ]
+    return [
+        "## Many browsers",
+        "",
+        _row(header),
+        _row(["---"] * len(header)),
+        *(_row([name, value]) for name, value in rows),
+        "",
+    ]
+
+
 def _steps_table(name: str, fan: dict[str, Any]) -> list[str]:
     header = ["offered/s", "delivered/s", "p50 ms", "p99 ms", "max ms", "lost", "dup"]
     header += ["CPU µs/delivery", "others on server core", "sustained"]
@@ -421,7 +511,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         fan = data.get("fanout")
         if isinstance(fan, dict) and "steps" in fan:
             out += [*_steps_table(name, fan), ""]
+    wide = [
+        (n, d["wide_fanout"]) for n, d in systems.items() if "steps" in d.get("wide_fanout", {})
+    ]
+    if wide:
+        out += ["## Fan-out to many subscribers on one channel (C reader)", ""]
+        for name, fan in wide:
+            out += [*_steps_table(name, fan), ""]
     out += _storm_table(systems)
+    out += _workers_table(systems)
+    browsers = systems.get("ours", {}).get("many_browsers")
+    if isinstance(browsers, dict) and "latency_ms" in browsers:
+        out += _browsers_table(browsers)
     cost = systems.get("ours", {}).get("metrics_cost")
     if isinstance(cost, dict) and "cpu" in cost:
         out += _metrics_cost_table(cost)

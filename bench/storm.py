@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import CLIENT_CORE, SERVER_CORE, pinned
+from bench.procs import CLIENT_CORE, SERVER_CORE, build_c, pinned
 from bench.procstat import core_busy_seconds
 from bench.systems import Server
 
 SOURCE = Path(__file__).with_name("storm.c")
 
 
-class StormUnavailable(RuntimeError):
-    """No C compiler: the storm cannot run."""
-
-
 def build(run_dir: Path) -> Path:
     """``storm.c`` compiled into ``run_dir`` (once per run)."""
-    binary = run_dir / "storm"
-    if binary.exists():
-        return binary
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise StormUnavailable("no C compiler (gcc) for bench/storm.c")
-    subprocess.run([cc, "-O2", "-o", str(binary), str(SOURCE)], check=True)
-    return binary
+    return build_c(SOURCE, run_dir)
 
 
 async def storm(

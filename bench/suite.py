@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import metrics_cost, profiler, scenarios
+from bench import browsers, metrics_cost, profiler, scenarios
 from bench.baselines.nchan import NchanUnavailable
 from bench.profiles import Profile
 from bench.systems import Server, started
@@ -26,6 +26,8 @@ SCENARIOS = (
     "moderate",
     "multiplex",
     "resume_storm",
+    "wide_fanout",
+    "many_browsers",
 )
 
 SCENARIO_LIMIT = 600.0
@@ -91,6 +93,14 @@ def _scenario(
         return lambda s: scenarios.reconnect_storm(s, p, run_dir)
     if name == "resume_storm":
         return (lambda s: scenarios.resume_storm(s, p, run_dir)) if system == "ours" else None
+    if name == "wide_fanout":
+        if system == "seed":
+            return None
+        return lambda s: browsers.wide_fanout(
+            s, p, run_dir, subscribers=p.wide_subscribers, step_seconds=p.sweep_step_seconds
+        )
+    if name == "many_browsers":
+        return None  # a server of its own with several workers: run after the others
     raise ValueError(f"unknown scenario {name!r}")
 
 
@@ -138,6 +148,12 @@ async def run_system(system: str, opts: Options) -> dict[str, Any]:
         log.error("%s could not run: %s", system, exc)
         results["error"] = f"{type(exc).__name__}: {exc}"
         results["traceback"] = traceback.format_exc()
+    if "many_browsers" in opts.scenarios and system == "ours":
+        results["many_browsers"] = await _measure(
+            f"{opts.profile.browsers_streams:,} browsers", system,
+            lambda: browsers.many_browsers(opts.profile, opts.run_dir),
+            limit=opts.profile.browsers_seconds + SCENARIO_LIMIT,
+        )  # fmt: skip
     if opts.metrics_cost and system == "ours":
         results["metrics_cost"] = await _measure(
             "moderate and fan-out with metrics on and off",
@@ -147,7 +163,7 @@ async def run_system(system: str, opts: Options) -> dict[str, Any]:
         )
     if opts.scaling and system in ("ours", "seed"):
         results["scaling"] = await _measure(
-            "fan-out with --workers 2", system, lambda: _scaling(system, opts)
+            "fan-out and storm with --workers 2", system, lambda: _scaling(system, opts)
         )
     return results
 
@@ -185,11 +201,19 @@ async def _soak(server: Server, opts: Options, results: dict[str, Any]) -> dict[
 
 
 async def _scaling(system: str, opts: Options) -> dict[str, Any]:
-    """The fan-out search again with two worker processes spread over both cores."""
-    async with started(system, opts.run_dir, workers=2) as server:
+    """The fan-out search and the reconnect storm again with two worker processes spread
+    over both cores: per worker, what a second process adds (issue 14, target 5)."""
+    workers = 2
+    async with started(system, opts.run_dir, workers=workers) as server:
         result = await scenarios.fanout(server, opts.profile, opts.run_dir, tag="scaling")
-    result["workers"] = 2
-    result["note"] = "workers on cores 0-1; the load generator shares core 1"
+        storm = await scenarios.reconnect_storm(server, opts.profile, opts.run_dir)
+    result["reconnect_storm"] = storm
+    result["workers"] = workers
+    result["per_worker"] = {
+        "deliveries_per_s": round(result["max_sustained_deliveries_per_s"] / workers),
+        "new_streams_per_s": round(storm["new_streams_per_s"] / workers),
+    }
+    result["note"] = "workers on cores 0-1; the load generator and storm client share core 1"
     return result
 
 

@@ -19,9 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("idle_memory", "reconnect_storm", "fanout", "moderate", "multiplex", "resume_storm")
+"""Scenarios every system runs (wide_fanout: ours and nchan; many_browsers: ours)."""
 
 
-def run_bench(out: Path, *args: str, timeout: float = 160.0) -> dict[str, Any]:
+def run_bench(out: Path, *args: str, timeout: float = 240.0) -> dict[str, Any]:
     """``python -m bench --quick <args>`` to completion; its results.json."""
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", *args, "--out", str(out)],
@@ -36,7 +37,7 @@ def run_bench(out: Path, *args: str, timeout: float = 160.0) -> dict[str, Any]:
     return results
 
 
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(250)
 def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     results = run_bench(out)
@@ -64,12 +65,26 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
         assert data["moderate"]["nothing_lost"], (name, data["moderate"])
         assert data["moderate"]["delivered"] == data["moderate"]["expected"]
         assert data["fanout"]["nothing_lost_while_sustained"]
+        if name != "seed":
+            wide = data["wide_fanout"]
+            assert "error" not in wide, (name, wide.get("traceback"))
+            assert wide["steps"], (name, wide)
+            assert all(s["lost"] == 0 and s["duplicated"] == 0 for s in wide["steps"]), wide
 
     ours = systems["ours"]
     assert ours["resume_storm"]["nothing_lost"], ours["resume_storm"]
     assert ours["resume_storm"]["complete"] == ours["resume_storm"]["clients"]
     assert ours["multiplex"]["nothing_lost"]
     assert ours["multiplex"]["cpu_ratio"] is not None
+    browsers = ours["many_browsers"]
+    assert "error" not in browsers, browsers.get("traceback")
+    assert browsers["nothing_lost"], browsers
+    assert browsers["opened"] == browsers["streams"]
+    assert browsers["received"] == browsers["expected"] > 0
+    assert browsers["streams_complete"] == browsers["streams"]
+    assert browsers["latency_ms"]["p99"] is not None
+    assert len(browsers["clients"]) >= 2, "streams from more than one source address"
+    assert "## Many browsers" in markdown
 
 
 # Under callgrind the gateway starts and runs tens of times slower, more so on a busy
