@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -202,3 +204,76 @@ async def test_clients_gone_before_their_stream_opened_leave_nothing_open(
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
         sock.sendall(head)
         assert b"id: vanish=" in read_until(sock, b"\n\n")
+
+
+class _Written:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def close(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _cycle(kind: type[Any], default_headers: list[tuple[bytes, bytes]]) -> Any:
+    from uvicorn.protocols.http.flow_control import FlowControl
+
+    transport = _Written()
+    return kind(
+        scope={"method": "GET", "path": "/sse", "query_string": b"", "http_version": "1.1"},
+        transport=transport,
+        flow=FlowControl(transport),  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test.access"),
+        access_log=False,
+        default_headers=default_headers,
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+
+
+async def test_a_stream_head_formatted_once_is_written_as_uvicorn_writes_it() -> None:
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    from gateway._fastpath.stream_cycle import StreamCycle
+
+    default_headers = [(b"date", b"Wed, 02 Dec 2026 00:00:00 GMT"), (b"server", b"uvicorn")]
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")],
+    }
+    uvicorns, first, second = (
+        _cycle(RequestResponseCycle, default_headers),
+        _cycle(StreamCycle, default_headers),
+        _cycle(StreamCycle, default_headers),
+    )
+    for cycle in (uvicorns, first, second):
+        await cycle.send(dict(start))
+        await cycle.send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    assert first.transport.data == second.transport.data == uvicorns.transport.data
+    for cycle in (first, second):
+        assert (cycle.response_started, cycle.chunked_encoding, cycle.keep_alive) == (
+            True,
+            True,
+            True,
+        )
+    # Another second (a new default-header list) or other headers: formatted anew.
+    later = _cycle(StreamCycle, [(b"date", b"Wed, 02 Dec 2026 00:00:01 GMT")])
+    await later.send(dict(start))
+    assert b"00:00:01" in later.transport.data
+    refusal = _cycle(StreamCycle, default_headers)
+    await refusal.send(
+        {"type": "http.response.start", "status": 400, "headers": [(b"content-length", b"2")]}
+    )
+    assert refusal.transport.data.startswith(b"HTTP/1.1 400 ")
+    assert refusal.chunked_encoding is False

@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from gateway._fastpath.protocol import HeadWait, LeanHttpProtocol, LightEvent
+from gateway._fastpath.stream_cycle import StreamCycle
 from gateway._fastpath.stream_head import StreamHead, may_be_stream_request
 
 StreamOpener = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -218,7 +219,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             "raw_path": b"/sse",
             "query_string": head.query_string,
         }
-        cycle = self._cycle = RequestResponseCycle(
+        cycle = self._cycle = StreamCycle(
             scope=scope,  # type: ignore[arg-type]
             transport=transport,
             flow=flow,
