@@ -33,6 +33,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from gateway._fastpath.protocol import HeadWait, LeanHttpProtocol, LightEvent
+from gateway._fastpath.sockets import addresses, borrow
 from gateway._fastpath.stream_cycle import StreamCycle
 from gateway._fastpath.stream_head import StreamHead, may_be_stream_request
 
@@ -204,12 +205,20 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         flow = self.flow = FlowControl(transport)
         flow._is_writable_event = LightEvent(True)  # type: ignore[assignment]
         config = self._config
+        sock = borrow(transport)
+        if sock is None:
+            server, client = get_local_addr(transport), get_remote_addr(transport)
+        else:
+            try:
+                server, client = addresses(sock)
+            finally:
+                sock.detach()
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
             "http_version": "1.1",
-            "server": get_local_addr(transport),
-            "client": get_remote_addr(transport),
+            "server": server,
+            "client": client,
             "scheme": "http",
             "root_path": "",
             "headers": head.headers,
