@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway._fastpath.stream_head import StreamHead, may_be_stream_request
+from gateway._fastpath.stream_head import StreamHead, head_ended, may_be_stream_request
 from tests.support.processes import GatewayProcess
 
 GatewayFactory = Callable[..., GatewayProcess]
@@ -53,6 +53,10 @@ def test_a_browsers_stream_head_is_read_as_uvicorn_reads_it() -> None:
     ]
     bare = StreamHead.parse(b"GET /sse HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n\r\n")
     assert bare == StreamHead(b"", [(b"host", b"h"), (b"x-empty", b"")])
+    # What browsers send on every HTTP/1.1 request.
+    kept = StreamHead.parse(BROWSER_HEAD[:-2] + b"Connection: Keep-Alive\r\n\r\n")
+    assert kept is not None
+    assert kept.headers[-1] == (b"connection", b"Keep-Alive")
 
 
 @pytest.mark.parametrize(
@@ -76,6 +80,7 @@ def test_a_browsers_stream_head_is_read_as_uvicorn_reads_it() -> None:
         BROWSER_HEAD[:-2] + b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         BROWSER_HEAD[:-2] + b"Expect: 100-continue\r\n\r\n",
         BROWSER_HEAD[:-2] + b"Connection: close\r\n\r\n",
+        BROWSER_HEAD[:-2] + b"Connection: keep-alive, Upgrade\r\n\r\n",
     ],
 )
 def test_anything_but_a_plain_stream_head_is_left_to_uvicorn(data: bytes) -> None:
@@ -86,8 +91,17 @@ def test_a_request_is_handed_on_as_soon_as_it_cannot_be_a_stream_request() -> No
     assert may_be_stream_request(b"")
     assert may_be_stream_request(b"GE")
     assert may_be_stream_request(b"GET /sse?channel=a")
+    assert may_be_stream_request(b"GET /sse?channel=a HTTP/1.1\r\nHost: t\r\nAcc")
     assert not may_be_stream_request(b"POST")
     assert not may_be_stream_request(b"GET /healthz")
+    # A complete line that is not a plain one: uvicorn answers it now, not at the timeout.
+    assert not may_be_stream_request(b"GET /sse?channel=a HTTP/1.0\r\n")
+    assert not may_be_stream_request(b"GET /sse?channel=a HTTP/1.1\r\nX: \x01\r\nAcc")
+    assert not may_be_stream_request(b"GET /sse?channel=a HTTP/1.1\r\nContent-Length: 3\r\n")
+    assert not may_be_stream_request(b"GET /sse?channel=a HTTP/1.1\nHost")
+    assert head_ended(b"GET /sse HTTP/1.1\r\n\r\nabc")  # a body after the head
+    assert head_ended(b"GET /sse HTTP/1.1\n\n")
+    assert not head_ended(b"GET /sse HTTP/1.1\r\nHost: t\r\n")
 
 
 # -- against a gateway process -------------------------------------------------------

@@ -35,7 +35,7 @@ from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 from gateway._fastpath.protocol import HeadWait, LeanHttpProtocol, LightEvent
 from gateway._fastpath.sockets import addresses, borrow
 from gateway._fastpath.stream_cycle import StreamCycle
-from gateway._fastpath.stream_head import StreamHead, may_be_stream_request
+from gateway._fastpath.stream_head import StreamHead, head_ended, may_be_stream_request
 
 StreamOpener = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 """``(scope, receive, send)`` to the coroutine that serves ``GET /sse`` (an ASGI app's
@@ -128,9 +128,9 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         if self._head_too_large(data):
             return
         buffer = self._buffer = self._buffer + data
-        if self._opener is None or not may_be_stream_request(buffer):
+        if self._opener is None:
             self._hand_over()
-        elif buffer.endswith(b"\n"):  # the end of a head, perhaps
+        elif head_ended(buffer):
             head = StreamHead.parse(buffer)
             if head is None:
                 self._hand_over()
@@ -138,6 +138,8 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
                 self._buffer = b""
                 self._head_done()
                 self._open(head)
+        elif not may_be_stream_request(buffer):
+            self._hand_over()
 
     def connection_lost(self, exc: Exception | None) -> None:
         # What uvicorn's protocol does for its cycle, and LeanHttpProtocol's end.
