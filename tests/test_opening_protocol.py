@@ -291,32 +291,3 @@ async def test_a_stream_head_formatted_once_is_written_as_uvicorn_writes_it() ->
     )
     assert refusal.transport.data.startswith(b"HTTP/1.1 400 ")
     assert refusal.chunked_encoding is False
-
-
-async def test_a_connections_addresses_are_read_as_uvicorn_reads_them() -> None:
-    from uvicorn.protocols.utils import get_local_addr, get_remote_addr
-
-    from gateway._fastpath.sockets import addresses, borrow
-
-    seen: list[tuple[object, object, object]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        transport = writer.transport
-        sock = borrow(transport)
-        assert sock is not None
-        try:
-            seen.append((addresses(sock), get_local_addr(transport), get_remote_addr(transport)))
-        finally:
-            sock.detach()  # the connection stays open: detached, not closed
-        writer.write(b"still open")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    async with server:
-        port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert await reader.read() == b"still open"
-        writer.close()
-    [(ours, local, remote)] = seen
-    assert ours == (local, remote)

@@ -33,7 +33,6 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from gateway._fastpath.protocol import HeadWait, LeanHttpProtocol, LightEvent
-from gateway._fastpath.sockets import addresses, borrow
 from gateway._fastpath.stream_cycle import StreamCycle
 from gateway._fastpath.stream_head import StreamHead, head_ended, may_be_stream_request
 
@@ -207,20 +206,12 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         flow = self.flow = FlowControl(transport)
         flow._is_writable_event = LightEvent(True)  # type: ignore[assignment]
         config = self._config
-        sock = borrow(transport)
-        if sock is None:
-            server, client = get_local_addr(transport), get_remote_addr(transport)
-        else:
-            try:
-                server, client = addresses(sock)
-            finally:
-                sock.detach()
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
             "http_version": "1.1",
-            "server": server,
-            "client": client,
+            "server": get_local_addr(transport),
+            "client": get_remote_addr(transport),
             "scheme": "http",
             "root_path": "",
             "headers": head.headers,

@@ -28,6 +28,7 @@ stopped reading is aborted at once (``abort``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from asyncio import Transport
 from typing import Any
@@ -38,7 +39,6 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from gateway._fastpath.chunked import frame_chunk
 from gateway._fastpath.opening import OpeningProtocol
 from gateway._fastpath.protocol import LeanHttpProtocol
-from gateway._fastpath.sockets import set_option
 
 
 class _HeadBuffer:
@@ -200,7 +200,10 @@ class ChunkedTransport:
         nginx does for streamed responses. Under load it turns many small writes into
         few segments, which is most of what a delivery costs; a client that keeps up
         sees its ACKs answered within a round trip."""
-        set_option(self._transport, socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
     def bound_send_buffer(self, size: int) -> None:
         """Fix the kernel's send buffer of this connection at ``size`` bytes.
@@ -209,7 +212,10 @@ class ChunkedTransport:
         client that reads nothing: a stalled stream would have the gateway render and
         copy that much into the kernel before its writes wait, which is memory of the
         host and CPU a burst of stalled clients takes from everyone else."""
-        set_option(self._transport, socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     @property
     def writable(self) -> bool:
