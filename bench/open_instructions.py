@@ -24,11 +24,14 @@ from bench.systems import started
 WARM_UP_STREAMS = 200
 SETTLE_SECONDS = 5.0
 """Time for the warm-up's closed streams to be torn down before counting starts."""
+QUIET = {"SSE_PING_INTERVAL": "3600"}
+"""No keep-alive round during the count: under callgrind a storm takes minutes, and
+each round writes to every open stream, as often as the machine's load stretches it."""
 
 
 async def open_instructions(run_dir: Path, streams: int) -> dict[str, Any]:
     """Instructions the gateway executes per new stream (one client in flight)."""
-    async with started("ours", run_dir, count_instructions=True) as server:
+    async with started("ours", run_dir, count_instructions=True, env=QUIET) as server:
         await storm(server, run_dir, clients=WARM_UP_STREAMS, in_flight=1)
         await asyncio.sleep(SETTLE_SECONDS)
         await server.wait_idle()
