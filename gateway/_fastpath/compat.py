@@ -90,7 +90,30 @@ def _internals_problem() -> str | None:
                 "body",
             ),
         ),
-        ("RequestResponseCycle.send", RequestResponseCycle.send, ("chunked_encoding", "write")),
+        (
+            "RequestResponseCycle.send",
+            RequestResponseCycle.send,
+            (
+                "chunked_encoding",
+                "write",
+                "expected_content_length",
+                "keep_alive",
+                "waiting_for_100_continue",
+                "default_headers",
+                "access_log",
+            ),
+        ),
+        (
+            # What OpeningProtocol does in uvicorn's place for a stream's request.
+            "HttpToolsProtocol.on_headers_complete",
+            HttpToolsProtocol.on_headers_complete,
+            ("root_path", "limit_concurrency", "tasks", "default_headers", "on_response_complete"),
+        ),
+        (
+            "HttpToolsProtocol.on_response_complete",
+            HttpToolsProtocol.on_response_complete,
+            ("total_requests", "timeout_keep_alive_task"),
+        ),
         ("FlowControl.__init__", FlowControl.__init__, ("_is_writable_event", "write_paused")),
         (
             "EventSourceResponse.__init__",

@@ -106,30 +106,35 @@ class _NoMoreRequests:
 _NO_MORE_REQUESTS = _NoMoreRequests()
 
 
-class LeanHttpProtocol(HttpToolsProtocol):
-    """``HttpToolsProtocol`` with ``LightEvent``s and a list for the pipeline."""
+class HeadWait:
+    """Bounds on a connection's wait for its request head (``heads.HeadLimits``), for the
+    protocols that read one: ``LeanHttpProtocol`` and ``OpeningProtocol``."""
+
+    __slots__ = ("_head_bytes", "_head_timer", "lost")
 
     head_limits: ClassVar[HeadLimits | None] = None
     """The process's limits on request heads (``FastPath`` sets them); None: none."""
-    lost = False
-    """Whether the connection is closed (its socket released)."""
-    _on_lost: asyncio.Future[None] | None = None
-    _head_bytes = 0
-    _head_timer: asyncio.TimerHandle | None = None
-    """Set while the connection waits for a complete request head."""
+    transport: asyncio.Transport
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pipeline = _Pipeline()  # type: ignore[assignment]
+    def _init_head_wait(self) -> None:
+        self.lost = False
+        """Whether the connection is closed (its socket released)."""
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        """Set while the connection waits for a complete request head."""
 
-    # -- request heads: bounded in size, time and number ---------------------------
-
-    def _wait_for_head(self) -> None:
+    def _wait_for_head(self, deadline: float | None = None) -> None:
+        """Start waiting; ``deadline`` (loop time): a wait another protocol began."""
         limits = self.head_limits
         if limits is None or self.lost:
             return
         self._head_bytes = 0
-        self._head_timer = self.loop.call_later(limits.timeout, self._head_too_slow)
+        loop = asyncio.get_running_loop()
+        self._head_timer = (
+            loop.call_later(limits.timeout, self._head_too_slow)
+            if deadline is None
+            else loop.call_at(deadline, self._head_too_slow)
+        )
         limits.waiting.add(self)
 
     def _head_done(self) -> None:
@@ -140,9 +145,23 @@ class LeanHttpProtocol(HttpToolsProtocol):
             if self.head_limits is not None:
                 self.head_limits.waiting.discard(self)
 
+    def _head_too_large(self, data: bytes) -> bool:
+        """Count ``data`` against the head's bound; True once over it (then refused)."""
+        if self._head_timer is not None:
+            limits = self.head_limits
+            self._head_bytes += len(data)
+            if limits is not None and self._head_bytes > limits.max_bytes:
+                self._refuse_head(limits.too_large)  # before the parser holds any of it
+                return True
+        return False
+
+    def _stop_reading(self) -> None:
+        """Read no further request on this connection."""
+        raise NotImplementedError
+
     def _refuse_head(self, response: bytes) -> None:
         self._head_done()
-        self.parser = _NO_MORE_REQUESTS  # type: ignore[assignment]
+        self._stop_reading()
         transport = self.transport
         if not transport.is_closing():
             transport.write(response)
@@ -161,13 +180,23 @@ class LeanHttpProtocol(HttpToolsProtocol):
             timer.cancel()
         self.transport.abort()
 
+
+class LeanHttpProtocol(HeadWait, HttpToolsProtocol):
+    """``HttpToolsProtocol`` with ``LightEvent``s and a list for the pipeline."""
+
+    _on_lost: asyncio.Future[None] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_head_wait()
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+    def _stop_reading(self) -> None:
+        self.parser = _NO_MORE_REQUESTS  # type: ignore[assignment]
+
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is not None:
-            limits = self.head_limits
-            self._head_bytes += len(data)
-            if limits is not None and self._head_bytes > limits.max_bytes:
-                self._refuse_head(limits.too_large)  # before the parser holds any of it
-                return
+        if self._head_too_large(data):
+            return
         super().data_received(data)
 
     def on_response_complete(self) -> None:
@@ -196,12 +225,40 @@ class LeanHttpProtocol(HttpToolsProtocol):
         return waiter
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._made(transport)
+        self._wait_for_head()
+
+    def _made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
         flow: Any = self.flow
         writable = getattr(flow, "_is_writable_event", None)
         if isinstance(writable, asyncio.Event):  # another uvicorn version: leave it be
             flow._is_writable_event = LightEvent(writable.is_set())
-        self._wait_for_head()
+
+    def adopt(
+        self,
+        transport: asyncio.Transport,
+        data: bytes,
+        head_deadline: float | None,
+        *,
+        after_response: bool = False,
+        paused: bool = False,
+    ) -> None:
+        """Serve a connection ``OpeningProtocol`` began, as if it had been this one's.
+
+        ``data``: what was read of it and not answered; ``head_deadline``: when the wait
+        for the head it is part of ends (None: none in force); ``after_response``: a
+        response on the connection has just ended; ``paused``: reading is paused."""
+        self._made(transport)
+        transport.set_protocol(self)
+        if paused:
+            transport.resume_reading()
+        if after_response:
+            self.on_response_complete()  # counts it, arms keep-alive and the head wait
+        elif head_deadline is not None:
+            self._wait_for_head(head_deadline)
+        if data:
+            self.data_received(data)
 
     def on_headers_complete(self) -> None:
         self._head_done()

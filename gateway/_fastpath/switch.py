@@ -1,13 +1,15 @@
 """``FastPath``: the one switch between the fast path and the stock path.
 
-On the fast path a stream's bytes go straight to uvicorn's transport, its
-client's departure is noticed from uvicorn's request cycle, its connection
-drops the request parser once the stream runs, request heads are bounded in
-size, time and number (``heads.HeadLimits``), trusted proxies' headers are
-applied without a middleware frame, and sse-starlette's response attributes are
-built once per process. On the stock path the same streams use only ASGI
-``send``/``receive``, uvicorn's own protocol and proxy-headers middleware, and
-sse-starlette's constructor: slower and heavier per stream, the same bytes.
+On the fast path a plain ``GET /sse`` opens its stream in the connection's
+protocol without uvicorn's request path (``opening.OpeningProtocol``), a
+stream's bytes go straight to uvicorn's transport, its client's departure is
+noticed from uvicorn's request cycle, its connection drops the request parser
+once the stream runs, request heads are bounded in size, time and number
+(``heads.HeadLimits``), trusted proxies' headers are applied without a
+middleware frame, and sse-starlette's response attributes are built once per
+process. On the stock path the same streams use only ASGI ``send``/``receive``,
+uvicorn's own protocol and proxy-headers middleware, and sse-starlette's
+constructor: slower and heavier per stream, the same bytes.
 
 The fast path is on when the settings ask for it (``SSE_FAST_PATH``, default
 on) and the installed versions pass ``compat``'s check.
@@ -57,14 +59,16 @@ class FastPath:
             # Imported only when usable: they subclass and import uvicorn's httptools classes.
             from gateway._fastpath.disconnect import CycleWatch
             from gateway._fastpath.forwarded import ForwardedHeaders
-            from gateway._fastpath.protocol import LeanHttpProtocol
+            from gateway._fastpath.opening import OpeningProtocol
+            from gateway._fastpath.protocol import HeadWait
             from gateway._fastpath.transport import ChunkedTransport, HeldHead
 
             self.forwarded = ForwardedHeaders(trusted_proxies)
-            self._http_protocol = LeanHttpProtocol
+            # Streams open in it; every other request goes on to LeanHttpProtocol.
+            self._http_protocol = OpeningProtocol
             if head_limits is not None:
                 # For every connection of the process: uvicorn makes the protocols.
-                LeanHttpProtocol.head_limits = head_limits
+                HeadWait.head_limits = head_limits
             self._chunked = ChunkedTransport
             self._held_head = HeldHead
             self._cycle_watch = CycleWatch

@@ -34,11 +34,11 @@ from asyncio import Transport
 from typing import Any
 
 from starlette.types import Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway._fastpath.chunked import frame_chunk
+from gateway._fastpath.opening import OpeningProtocol
 from gateway._fastpath.protocol import LeanHttpProtocol
-
-_CYCLE_MODULE = "uvicorn.protocols.http.httptools_impl"
 
 
 class _HeadBuffer:
@@ -71,13 +71,13 @@ class HeldHead:
         """Hold what ``send``'s uvicorn cycle writes until ``take`` (None: not a cycle
         of uvicorn's httptools protocol, or one already started)."""
         cycle = getattr(send, "__self__", None)
-        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+        if not isinstance(cycle, RequestResponseCycle):
             return None
         transport = getattr(cycle, "transport", None)
         if getattr(cycle, "response_started", True) is not False or transport is None:
             return None
         buffer = _HeadBuffer(transport)
-        cycle.transport = buffer
+        cycle.transport = buffer  # type: ignore[assignment]
         return cls(cycle, buffer)
 
     def take(self) -> bytes:
@@ -107,7 +107,9 @@ class ChunkedTransport:
         self._flow = cycle.flow
         self._transport: Transport = cycle.transport
         protocol = getattr(getattr(cycle, "on_response", None), "__self__", None)
-        self._protocol = protocol if isinstance(protocol, LeanHttpProtocol) else None
+        self._protocol = (
+            protocol if isinstance(protocol, LeanHttpProtocol | OpeningProtocol) else None
+        )
         self._head: bytes | None = None
         self._head_flush: asyncio.Handle | None = None
 
@@ -141,7 +143,7 @@ class ChunkedTransport:
         """The transport behind ``send`` if it is uvicorn's httptools cycle with a started,
         chunked response; None otherwise (then ``send`` is the way to write)."""
         cycle = getattr(send, "__self__", None)
-        if cycle is None or type(cycle).__module__ != _CYCLE_MODULE:
+        if not isinstance(cycle, RequestResponseCycle):
             return None
         try:
             usable = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
@@ -60,6 +60,18 @@ class GatewayApp(FastAPI):
             await self.stream_entry(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def open_stream(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """``GET /sse`` as ``__call__`` serves it, for a server that knows the request is
+        one (the fast path's ``OpeningProtocol``): it returns the stream entry's own
+        coroutine, so that no frame of the app stays under an open stream."""
+        if self.forwarded is not None:
+            self.forwarded.apply(scope)
+        scope[SERVER_SEND] = send
+        if self.stream_entry is None:
+            return super().__call__(scope, receive, send)
+        scope["app"] = self
+        return self.stream_entry(scope, receive, send)
 
 
 def token_verifier(settings: GatewaySettings) -> TokenVerifier | None:
