@@ -50,7 +50,9 @@ RSA_KEY = rsa_key()
 OTHER_RSA_KEY = rsa_key()
 
 
-def claims(channels: Any = ("echo",), lifetime: float = 300, **extra: Any) -> dict[str, Any]:
+def claims(channels: Any = ("echo",), lifetime: float = 7200, **extra: Any) -> dict[str, Any]:
+    # Parametrized tokens are made when the tests are collected, so they must outlive the
+    # whole suite (300 s expired before test_auth ran on a busy machine: 401 token_expired).
     now = int(time.time())
     body: dict[str, Any] = {
         "sub": "tester",

@@ -141,7 +141,8 @@ def assert_every_event_once_in_order(received: Received, count: int = EVENTS) ->
     assert_cursors_move_forward(received)
 
 
-def token(channels: list[str], lifetime: float = 300) -> str:
+def token(channels: list[str], lifetime: float = 7200) -> str:
+    # Parametrized tokens are made when the tests are collected: they must outlive the suite.
     now = int(time.time())
     body = {"sub": "client-test", "iat": now, "exp": now + lifetime, "channels": channels}
     return jwt.encode(body, SECRET, algorithm="HS256")
