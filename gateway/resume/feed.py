@@ -147,10 +147,13 @@ class ChannelFeed:
         """Read history after the position until it is exhausted."""
         stream, index, channel = self._stream, self._index, self.channel
         positions, history, page_size = stream.positions, stream.history, stream.page_size
+        hub = stream.hub
         while True:
             position, key = positions.ids[index], positions.keys[index]
             try:
-                page = await history.read_after(channel, position, page_size)
+                # The live mark lets streams resuming alike share a page that ends at the tip.
+                mark = hub.live_mark(channel)
+                page = await history.read_after(channel, position, page_size, mark)
             except HistoryRefused:
                 if position is None:
                     raise  # not the position: the history itself cannot be read

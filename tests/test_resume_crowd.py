@@ -1,0 +1,147 @@
+"""Many streams resuming from one position at once: one history read, exactly their events.
+
+A page that ends at the channel's tip is shared only while no entry of the channel has
+arrived since it was read (``Hub.live_mark``): a stream that subscribed after such an
+entry went out reads history again and gets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from gateway.broker import Broker, Entry, HistoryReader, Page
+from gateway.metrics import Metrics
+from producers.publisher import Publisher
+from tests.support.assertions import (
+    assert_cursors_never_move_backwards,
+    assert_exactly,
+    channel_events,
+    messages,
+    numbered,
+    publish_numbered,
+)
+from tests.support.processes import GatewayProcess
+from tests.support.sse import sse_connect
+
+
+def redis_reads(gateway: GatewayProcess) -> int:
+    reads: int = gateway.stats()["history"]["redis_reads"]
+    return reads
+
+
+async def test_a_crowd_resuming_from_one_id_gets_exactly_the_missed_events_from_one_read(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    crowd, missed = 100, 30
+    async with Publisher.from_url(redis_url) as publisher:
+        (start,) = await publish_numbered(publisher, "echo", [0])
+        await publish_numbered(publisher, "echo", range(1, missed + 1))
+        reads = redis_reads(gateway)
+
+        async def resume(opened: asyncio.Event, go_live: asyncio.Event) -> list[Any]:
+            async with sse_connect(
+                gateway.base_url, channels=["echo"], last_event_id=f"echo={start}"
+            ) as stream:
+                replayed = await stream.take(missed, timeout=30)
+                opened.set()
+                await go_live.wait()
+                return replayed + await stream.take(2, timeout=30)
+
+        go_live = asyncio.Event()
+        opened = [asyncio.Event() for _ in range(crowd)]
+        streams = [asyncio.create_task(resume(o, go_live)) for o in opened]
+        await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 60)
+        assert redis_reads(gateway) - reads == 1, "the crowd shares one read of the page"
+        await publish_numbered(publisher, "echo", range(missed + 1, missed + 3))
+        go_live.set()
+        received = await asyncio.wait_for(asyncio.gather(*streams), 60)
+    for events in received:
+        assert_exactly(messages(channel_events(events), "echo"), numbered(missed + 2, 1))
+        assert_cursors_never_move_backwards(events)
+
+
+async def test_a_stream_resuming_after_a_publish_gets_what_the_shared_page_lacks(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    async with Publisher.from_url(redis_url) as publisher:
+        (start,) = await publish_numbered(publisher, "echo", [0])
+        await publish_numbered(publisher, "echo", range(1, 6))
+        cursor = f"echo={start}"
+        async with sse_connect(gateway.base_url, channels=["echo"], last_event_id=cursor) as first:
+            # Its page (msg-1..5, the tip) is kept; the subscription stays while it is open.
+            early = await first.take(5, timeout=10)
+            await publish_numbered(publisher, "echo", [6])
+            early += await first.take(1, timeout=10)
+            async with sse_connect(
+                gateway.base_url, channels=["echo"], last_event_id=cursor
+            ) as second:
+                late = await second.take(6, timeout=10)
+                await publish_numbered(publisher, "echo", [7])
+                late += await second.take(1, timeout=10)
+    assert_exactly(messages(channel_events(early), "echo"), numbered(6, 1))
+    assert_exactly(messages(channel_events(late), "echo"), numbered(7, 1))
+    assert_cursors_never_move_backwards(late)
+
+
+class SlowHistory:
+    """A broker's history reads, counted, each held until ``release`` is set."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = tuple(
+            Entry("c", b"1-%d" % n, b"1-%d" % (n - 1) if n else b"0-0", b"echo", b"{}")
+            for n in range(entries)
+        )
+        self.reads = 0
+        self.release = asyncio.Event()
+
+    async def read_page(self, channel: str, after: bytes | None, count: int) -> Page:
+        self.reads += 1
+        await self.release.wait()
+        return Page(self.entries[-1].id, self.entries[:count])
+
+
+def _reader(history: SlowHistory) -> HistoryReader:
+    return HistoryReader(
+        cast(Broker, history), cache_pages=8, cache_bytes=1 << 20, metrics=Metrics()
+    )
+
+
+async def test_a_short_page_is_shared_only_under_the_mark_it_was_read_under() -> None:
+    history = SlowHistory(3)
+    reader = _reader(history)
+    try:
+        first = asyncio.create_task(reader.read_after("c", None, 10, "mark-1"))
+        await asyncio.sleep(0)
+        same = asyncio.create_task(reader.read_after("c", None, 10, "mark-1"))
+        moved = asyncio.create_task(reader.read_after("c", None, 10, "mark-2"))
+        unmarked = asyncio.create_task(reader.read_after("c", None, 10))
+        await asyncio.sleep(0.01)
+        assert history.reads == 1
+        history.release.set()
+        pages = await asyncio.gather(first, same, moved, unmarked)
+        assert all(len(page.entries) == 3 for page in pages)
+        assert history.reads == 3, "a moved mark and no mark read again; the same mark shares"
+        await reader.read_after("c", None, 10, "mark-2")
+        assert history.reads == 3, "kept under the mark it was read under"
+        await reader.read_after("c", None, 10, "mark-1")
+        await reader.read_after("c", None, 10)
+        assert history.reads == 5, "not for an older mark, nor for a reader without one"
+    finally:
+        await reader.aclose()
+
+
+async def test_a_full_page_is_shared_whatever_the_mark() -> None:
+    history = SlowHistory(5)
+    reader = _reader(history)
+    try:
+        first = asyncio.create_task(reader.read_after("c", b"0-0", 5, "mark-1"))
+        await asyncio.sleep(0)
+        other = asyncio.create_task(reader.read_after("c", b"0-0", 5, "mark-2"))
+        await asyncio.sleep(0.01)
+        history.release.set()
+        await asyncio.gather(first, other)
+        await reader.read_after("c", b"0-0", 5)
+        assert history.reads == 1
+    finally:
+        await reader.aclose()
