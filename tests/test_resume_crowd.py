@@ -84,6 +84,57 @@ async def test_a_stream_resuming_after_a_publish_gets_what_the_shared_page_lacks
     assert_cursors_never_move_backwards(late)
 
 
+async def test_a_crowd_resuming_while_publishing_gets_every_event_once_in_order(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    crowd, missed, racing = 40, 20, 60
+    async with Publisher.from_url(redis_url) as publisher:
+        (start,) = await publish_numbered(publisher, "echo", [0])
+        await publish_numbered(publisher, "echo", range(1, missed + 1))
+
+        async def resume(delay: float) -> list[Any]:
+            await asyncio.sleep(delay)
+            async with sse_connect(
+                gateway.base_url, channels=["echo"], last_event_id=f"echo={start}"
+            ) as stream:
+                return await stream.take(missed + racing, timeout=60)
+
+        async def race() -> None:
+            for n in range(missed + 1, missed + racing + 1):
+                await publish_numbered(publisher, "echo", [n])
+                await asyncio.sleep(0.005)
+
+        # Streams open before, during and after the publishing, some in the same instant.
+        streams = [asyncio.create_task(resume(0.01 * (i % 20))) for i in range(crowd)]
+        await race()
+        received = await asyncio.wait_for(asyncio.gather(*streams), 90)
+    for events in received:
+        assert_exactly(messages(channel_events(events), "echo"), numbered(missed + racing, 1))
+        assert_cursors_never_move_backwards(events)
+
+
+async def test_streams_resuming_from_the_tip_and_beyond_it_open_at_once(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    async with Publisher.from_url(redis_url) as publisher:
+        *_, tip = await publish_numbered(publisher, "echo", range(3))
+        ms = int(tip.split("-")[0])
+        async with (
+            sse_connect(gateway.base_url, channels=["echo"], last_event_id=f"echo={tip}") as at,
+            sse_connect(gateway.base_url, channels=["echo"], last_event_id=f"echo={tip}") as again,
+        ):
+            await publish_numbered(publisher, "echo", [3])
+            assert messages(await at.take(1, timeout=10), "echo") == ["msg-3"]
+            assert messages(await again.take(1, timeout=10), "echo") == ["msg-3"]
+        # A position past the tip: history was reset under it, so it is said and replayed.
+        async with sse_connect(
+            gateway.base_url, channels=["echo"], last_event_id=f"echo={ms + 10_000_000}-0"
+        ) as beyond:
+            events = await beyond.take(5, timeout=10)
+    assert events[0].event == "history_gap"
+    assert_exactly(messages(events, "echo"), numbered(4))
+
+
 class SlowHistory:
     """A broker's history reads, counted, each held until ``release`` is set."""
 

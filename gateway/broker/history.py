@@ -66,15 +66,9 @@ class HistoryReader:
         (``Hub.live_mark``): a short page read under the same mark is complete for the
         caller and is shared; None shares no short page (the reader has no live flow)."""
         key: PageKey = (channel, after, count)
-        cached = self._cache.get(key)
-        if cached is not None:
-            page, _, mark = cached
-            if mark is None or mark == live:
-                self._cache.move_to_end(key)
-                self._pages["cache"] += 1
-                return page
-            if live is not None:
-                self._forget(key)  # the live flow moved on: a mark never comes back
+        page = self.kept(channel, after, count, live)
+        if page is not None:
+            return page
         inflight = self._inflight.get(key)
         if inflight is not None:
             task, mark = inflight
@@ -88,6 +82,23 @@ class HistoryReader:
         self._inflight[key] = (task, live)
         task.add_done_callback(lambda _: self._done(key, task))
         return await asyncio.shield(task)
+
+    def kept(
+        self, channel: str, after: bytes | None, count: int, live: Hashable | None = None
+    ) -> Page | None:
+        """``read_after``'s page if it is at hand (in the cache), without waiting; else None."""
+        key: PageKey = (channel, after, count)
+        cached = self._cache.get(key)
+        if cached is None:
+            return None
+        page, _, mark = cached
+        if mark is None or mark == live:
+            self._cache.move_to_end(key)
+            self._pages["cache"] += 1
+            return page
+        if live is not None:
+            self._forget(key)  # the live flow moved on: a mark never comes back
+        return None
 
     def _done(self, key: PageKey, task: asyncio.Task[Page]) -> None:
         inflight = self._inflight.get(key)

@@ -25,7 +25,14 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.broker import Entry, HistoryReader, HistoryRefused, format_stream_id, stream_key
+from gateway.broker import (
+    Entry,
+    HistoryReader,
+    HistoryRefused,
+    Page,
+    format_stream_id,
+    stream_key,
+)
 from gateway.fanout import ChannelSink, Hub
 from gateway.resume.cursor import EARLIEST, LIVE, Position, StreamPositions
 
@@ -76,13 +83,15 @@ class Stream(Protocol):
 class ChannelFeed:
     """The items of one channel for one stream, from its position on."""
 
-    __slots__ = ("_index", "_sink", "_start", "_stream", "channel")
+    __slots__ = ("_first", "_index", "_sink", "_start", "_stream", "channel")
 
     def __init__(self, stream: Stream, index: int, sink: ChannelSink, start: Position) -> None:
         self._stream = stream
         self._index = index
         self._sink = sink
         self._start = start
+        self._first: Page | None = None
+        """The first history page, when it was at hand as the feed opened."""
         self.channel = sink.channel
 
     async def open(self) -> None:
@@ -98,9 +107,21 @@ class ChannelFeed:
                 tip = await stream.history.tip(channel)
                 hub.learn_position(channel, tip, since)
             stream.positions.move(self._index, tip)
-        elif self._start != EARLIEST:
+            return
+        if self._start != EARLIEST:
             assert isinstance(self._start, tuple)
             stream.positions.move(self._index, format_stream_id(self._start))
+        # Streams resuming alike find their first page in the history cache.
+        position = stream.positions.ids[self._index]
+        self._first = stream.history.kept(
+            channel, position, stream.page_size, hub.live_mark(channel)
+        )
+
+    @property
+    def replay_ready(self) -> bool:
+        """Whether ``items`` yields history before it waits for anything."""
+        first = self._first
+        return first is not None and bool(first.entries)
 
     async def items(self) -> AsyncGenerator[list[Item], None]:
         """History after the position, then live entries, forever (until cancelled)."""
@@ -151,9 +172,13 @@ class ChannelFeed:
         while True:
             position, key = positions.ids[index], positions.keys[index]
             try:
-                # The live mark lets streams resuming alike share a page that ends at the tip.
-                mark = hub.live_mark(channel)
-                page = await history.read_after(channel, position, page_size, mark)
+                page = self._first
+                if page is not None:
+                    self._first = None  # read at this position, as the feed opened
+                else:
+                    # The live mark lets streams resuming alike share a page at the tip.
+                    mark = hub.live_mark(channel)
+                    page = await history.read_after(channel, position, page_size, mark)
             except HistoryRefused:
                 if position is None:
                     raise  # not the position: the history itself cannot be read
