@@ -145,13 +145,17 @@ class HistoryReader:
             return page
         held = self._held
         entries = []
+        linked, prev = True, page.entries[0].prev
         for entry in page.entries:
             key = (entry.channel, entry.id)
             known = held.get(key)
             if known is None:
                 held[key] = known = entry
             entries.append(known)
-        return Page(page.tip, tuple(entries))
+            if entry.prev != prev:
+                linked = False
+            prev = entry.id
+        return Page(page.tip, tuple(entries), linked)
 
     def _remember(self, key: PageKey, page: Page, live: Hashable | None) -> None:
         # Bounded in bytes as well as pages: pages of large events would otherwise pin

@@ -21,7 +21,7 @@ before waking the feed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -123,7 +123,7 @@ class ChannelFeed:
         first = self._first
         return first is not None and bool(first.entries)
 
-    async def items(self) -> AsyncGenerator[list[Item], None]:
+    async def items(self) -> AsyncGenerator[Sequence[Item], None]:
         """History after the position, then live entries, forever (until cancelled)."""
         stream, index, sink = self._stream, self._index, self._sink
         positions = stream.positions
@@ -164,7 +164,7 @@ class ChannelFeed:
             if out:
                 yield out
 
-    async def _catch_up(self) -> AsyncIterator[list[Item]]:
+    async def _catch_up(self) -> AsyncIterator[Sequence[Item]]:
         """Read history after the position until it is exhausted."""
         stream, index, channel = self._stream, self._index, self.channel
         positions, history, page_size = stream.positions, stream.history, stream.page_size
@@ -197,13 +197,22 @@ class ChannelFeed:
                         continue
                     items.append(self._gap("trimmed", position, reached))
                     position = reached
-            for entry in entries:
-                if position is not None and entry.prev != position:
-                    items.append(self._gap("trimmed", position, entry.prev))  # a hole
-                items.append(entry)
-                position = entry.id
-            if items:
-                yield items
+            if page.linked and (position is None or entries[0].prev == position):
+                # The common case: every stream resuming here takes the same entries,
+                # shared rather than copied (their frames are joined once, too).
+                if items:
+                    items.extend(entries)
+                    yield items
+                else:
+                    yield entries
+            else:
+                for entry in entries:
+                    if position is not None and entry.prev != position:
+                        items.append(self._gap("trimmed", position, entry.prev))  # a hole
+                    items.append(entry)
+                    position = entry.id
+                if items:
+                    yield items
             if len(entries) < page_size:
                 return
 
