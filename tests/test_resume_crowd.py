@@ -11,6 +11,7 @@ import asyncio
 from typing import Any, cast
 
 from gateway.broker import Broker, Entry, HistoryReader, Page
+from gateway.fanout import Hub
 from gateway.metrics import Metrics
 from producers.publisher import Publisher
 from tests.support.assertions import (
@@ -196,3 +197,42 @@ async def test_a_full_page_is_shared_whatever_the_mark() -> None:
         assert history.reads == 1
     finally:
         await reader.aclose()
+
+
+class QuietBroker:
+    """Subscriptions that Redis would confirm; nothing else is used."""
+
+    async def subscribe(self, channel: str) -> None:
+        pass
+
+    async def unsubscribe(self, channel: str) -> None:
+        pass
+
+
+async def test_the_live_mark_moves_with_every_entry_interruption_and_resubscription() -> None:
+    hub = Hub(
+        cast(Broker, QuietBroker()),
+        max_buffer_events=100,
+        max_buffer_bytes=1 << 20,
+        metrics=Metrics(),
+    )
+    sink = await hub.attach("c")
+    assert hub.live_mark("c") is None, "nothing is vouched for before Redis confirms"
+    hub.subscribed("c")
+    mark = hub.live_mark("c")
+    assert mark is not None
+    assert hub.live_mark("c") == mark
+    hub.live_entry(Entry("c", b"1-1", b"0-0", b"echo", b"{}"))
+    assert hub.live_mark("c") != mark
+    mark = hub.live_mark("c")
+    hub.interrupted(["c"])
+    assert hub.live_mark("c") is None
+    hub.subscribed("c")
+    assert hub.live_mark("c") not in (None, mark), "entries may have been missed meanwhile"
+    mark = hub.live_mark("c")
+    await hub.detach(sink)
+    sink = await hub.attach("c")
+    hub.subscribed("c")
+    assert hub.live_mark("c") not in (None, mark), "another subscription"
+    await hub.detach(sink)
+    hub.close()
