@@ -64,7 +64,10 @@ class HistoryReader:
 
         ``live`` is the caller's mark of the channel's live flow, taken now
         (``Hub.live_mark``): a short page read under the same mark is complete for the
-        caller and is shared; None shares no short page (the reader has no live flow)."""
+        caller and is shared. None: the reader has no live flow to rely on (the history
+        route; a stream whose live flow is interrupted, which reads again once it is
+        back): it shares a read in flight, as fresh as its own would be, but gets no
+        short page from the cache."""
         key: PageKey = (channel, after, count)
         page = self.kept(channel, after, count, live)
         if page is not None:
@@ -74,7 +77,7 @@ class HistoryReader:
             task, mark = inflight
             # Shielded: one client leaving must not cancel a read others wait for.
             page = await asyncio.shield(task)
-            if not count or len(page.entries) == count or (live is not None and mark == live):
+            if not count or len(page.entries) == count or live is None or mark == live:
                 self._pages["shared"] += 1
                 return page
             # A short page read before entries the caller's live flow may not bring.
