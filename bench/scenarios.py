@@ -282,6 +282,7 @@ async def resume_storm(server: Server, profile: Profile, run_dir: Path) -> dict[
         cursor = f"{channel}={history.ids[0]}"
         stats_before = await server.stats() or {}
         await server.wait_idle()
+        usage_before = server.usage()
         async with loadgen(
             port=server.port,
             path=server.sse_path([channel]),
@@ -297,6 +298,7 @@ async def resume_storm(server: Server, profile: Profile, run_dir: Path) -> dict[
             caught = await lg.collect(
                 behind, max(30.0, profile.resume_target_s * 4), {channel: (1, behind + 1)}
             )
+            usage_caught = server.usage()
             # Then the live flow must continue where history ended.
             await server.wait_subscribed([channel], clients)
             live = await publish_at_rate(sink, [channel], rate=200, count=20, start_seq=behind + 1)
@@ -324,6 +326,10 @@ async def resume_storm(server: Server, profile: Profile, run_dir: Path) -> dict[
         "streams_closed": after["closed"],
         "live_latency_ms": after["latency_ms"],
         "history_redis_reads": reads,
+        # The server's CPU from the first connect until all caught up: it moves less with
+        # the machine's other load than the wall clock does.
+        "server_cpu_s": round(usage_caught.cpu_seconds - usage_before.cpu_seconds, 3),
+        "server_kernel_s": round(usage_caught.system_seconds - usage_before.system_seconds, 3),
         "target_s": profile.resume_target_s,
     }
     result["nothing_lost"] = nothing_lost(result)

@@ -34,6 +34,9 @@ class Page:
 
     tip: bytes
     entries: tuple[Entry, ...]
+    linked: bool = False
+    """Every entry's predecessor is the entry before it (``HistoryReader`` checks it once):
+    a stream at the first one's predecessor takes the page whole."""
 
 
 @dataclass(frozen=True, slots=True)

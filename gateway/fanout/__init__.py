@@ -2,7 +2,7 @@
 
 from gateway.fanout.batch import LiveBatch
 from gateway.fanout.group import Channels, Group, Member, Renderer, Snapshot
-from gateway.fanout.hub import Hub, HubStats
+from gateway.fanout.hub import Hub, HubStats, LiveMark
 from gateway.fanout.sink import ChannelSink, SinkClosed, SlowConsumer
 from gateway.fanout.topic import Topic
 
@@ -13,6 +13,7 @@ __all__ = [
     "Hub",
     "HubStats",
     "LiveBatch",
+    "LiveMark",
     "Member",
     "Renderer",
     "SinkClosed",

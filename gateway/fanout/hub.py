@@ -32,6 +32,10 @@ FULL_BATCH_BYTES = 256 * 1024
 large events need no help to make large writes, and waiting would only hold memory."""
 
 
+LiveMark = tuple[Topic, int, int]
+"""A channel's subscription, the hub's epoch and the entries received on it (``Hub.live_mark``)."""
+
+
 @dataclass
 class HubStats:
     channels: int
@@ -137,6 +141,19 @@ class Hub:
             return None
         return topic.last_id
 
+    def live_mark(self, channel: str) -> LiveMark | None:
+        """What the live flow of a subscribed channel has reached: equal marks taken at two
+        moments mean no entry of the channel arrived in between, over one subscription.
+
+        A history page read after the first moment that ends at the channel's tip is then
+        complete for every stream attached by the second: whatever was published after
+        the read has yet to arrive, and will reach its sink. None while the subscription
+        is not confirmed (nothing can be vouched for)."""
+        topic = self._topics.get(channel)
+        if topic is None or not topic.acked.is_set():
+            return None
+        return (topic, self.epoch, topic.received)
+
     def learn_position(self, channel: str, tip: bytes, since: int) -> None:
         """Remember a channel's tip read from Redis after the subscription was confirmed
         (``since``: the epoch before waiting for it); an entry received meanwhile wins."""
@@ -178,6 +195,7 @@ class Hub:
         if topic is None:
             return  # arrived after the last local stream left
         topic.last_id = entry.id
+        topic.received += 1
         if not topic.pending:
             self._dirty.append(topic)
         topic.pending.append(entry)

@@ -25,6 +25,7 @@ class Topic:
         "last_id",
         "pending",
         "pending_bytes",
+        "received",
         "sinks",
         "subscribers",
     )
@@ -39,6 +40,8 @@ class Topic:
         """Groups with this channel: each flush hands them its batch."""
         self.pending: list[Entry] = []
         self.pending_bytes = 0
+        self.received = 0
+        """Entries received on this subscription: moves with every one (``Hub.live_mark``)."""
         self.acked = asyncio.Event()
         self.last_id: bytes | None = None
         """Newest entry id received on the current connection (pending ones included)."""

@@ -21,11 +21,18 @@ before waking the feed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.broker import Entry, HistoryReader, HistoryRefused, format_stream_id, stream_key
+from gateway.broker import (
+    Entry,
+    HistoryReader,
+    HistoryRefused,
+    Page,
+    format_stream_id,
+    stream_key,
+)
 from gateway.fanout import ChannelSink, Hub
 from gateway.resume.cursor import EARLIEST, LIVE, Position, StreamPositions
 
@@ -76,13 +83,15 @@ class Stream(Protocol):
 class ChannelFeed:
     """The items of one channel for one stream, from its position on."""
 
-    __slots__ = ("_index", "_sink", "_start", "_stream", "channel")
+    __slots__ = ("_first", "_index", "_sink", "_start", "_stream", "channel")
 
     def __init__(self, stream: Stream, index: int, sink: ChannelSink, start: Position) -> None:
         self._stream = stream
         self._index = index
         self._sink = sink
         self._start = start
+        self._first: Page | None = None
+        """The first history page, when it was at hand as the feed opened."""
         self.channel = sink.channel
 
     async def open(self) -> None:
@@ -98,11 +107,23 @@ class ChannelFeed:
                 tip = await stream.history.tip(channel)
                 hub.learn_position(channel, tip, since)
             stream.positions.move(self._index, tip)
-        elif self._start != EARLIEST:
+            return
+        if self._start != EARLIEST:
             assert isinstance(self._start, tuple)
             stream.positions.move(self._index, format_stream_id(self._start))
+        # Streams resuming alike find their first page in the history cache.
+        position = stream.positions.ids[self._index]
+        self._first = stream.history.kept(
+            channel, position, stream.page_size, hub.live_mark(channel)
+        )
 
-    async def items(self) -> AsyncGenerator[list[Item], None]:
+    @property
+    def replay_ready(self) -> bool:
+        """Whether ``items`` yields history before it waits for anything."""
+        first = self._first
+        return first is not None and bool(first.entries)
+
+    async def items(self) -> AsyncGenerator[Sequence[Item], None]:
         """History after the position, then live entries, forever (until cancelled)."""
         stream, index, sink = self._stream, self._index, self._sink
         positions = stream.positions
@@ -143,14 +164,21 @@ class ChannelFeed:
             if out:
                 yield out
 
-    async def _catch_up(self) -> AsyncIterator[list[Item]]:
+    async def _catch_up(self) -> AsyncIterator[Sequence[Item]]:
         """Read history after the position until it is exhausted."""
         stream, index, channel = self._stream, self._index, self.channel
         positions, history, page_size = stream.positions, stream.history, stream.page_size
+        hub = stream.hub
         while True:
             position, key = positions.ids[index], positions.keys[index]
             try:
-                page = await history.read_after(channel, position, page_size)
+                page = self._first
+                if page is not None:
+                    self._first = None  # read at this position, as the feed opened
+                else:
+                    # The live mark lets streams resuming alike share a page at the tip.
+                    mark = hub.live_mark(channel)
+                    page = await history.read_after(channel, position, page_size, mark)
             except HistoryRefused:
                 if position is None:
                     raise  # not the position: the history itself cannot be read
@@ -169,13 +197,22 @@ class ChannelFeed:
                         continue
                     items.append(self._gap("trimmed", position, reached))
                     position = reached
-            for entry in entries:
-                if position is not None and entry.prev != position:
-                    items.append(self._gap("trimmed", position, entry.prev))  # a hole
-                items.append(entry)
-                position = entry.id
-            if items:
-                yield items
+            if page.linked and (position is None or entries[0].prev == position):
+                # The common case: every stream resuming here takes the same entries,
+                # shared rather than copied (their frames are joined once, too).
+                if items:
+                    items.extend(entries)
+                    yield items
+                else:
+                    yield entries
+            else:
+                for entry in entries:
+                    if position is not None and entry.prev != position:
+                        items.append(self._gap("trimmed", position, entry.prev))  # a hole
+                    items.append(entry)
+                    position = entry.id
+                if items:
+                    yield items
             if len(entries) < page_size:
                 return
 

@@ -72,9 +72,42 @@ def control_frame(cursor: bytes, event: BaseEvent[Any]) -> bytes:
     )
 
 
+class _JoinedPage:
+    """The history page a stream of one channel rendered last, its frames joined once.
+
+    Streams resuming at the same position are handed the same page (the very tuple of its
+    entries, ``ChannelFeed``): in a resume storm each would otherwise measure it and join
+    its frames again. One page is kept, the last one rendered."""
+
+    __slots__ = ("entries", "frames", "size")
+
+    def __init__(self) -> None:
+        self.entries: tuple[Entry, ...] = ()
+        self.frames = b""
+        self.size = 0
+
+    def frames_of(self, items: Sequence[Item]) -> bytes | None:
+        """The frames of ``items`` if they are a page of entries (a tuple), else None."""
+        if items is self.entries:
+            return self.frames
+        if type(items) is not tuple or not all(isinstance(item, Entry) for item in items):
+            return None
+        entries: tuple[Entry, ...] = items
+        self.frames = b"".join(entry.sse_solo or solo_frame(entry) for entry in entries)
+        self.size = sum(len(entry.data) + _FRAME_OVERHEAD for entry in entries)
+        self.entries = entries
+        return self.frames
+
+
+_joined = _JoinedPage()
+
+
 def pieces(items: Sequence[Item], limit: int = PIECE_BYTES) -> Iterator[Sequence[Item]]:
     """``items`` in consecutive runs of about ``limit`` payload bytes (at least one item each),
     to be rendered and written one after the other."""
+    if items is _joined.entries and _joined.size < limit:
+        yield items  # measured when it was joined
+        return
     size, start = 0, 0
     for end, item in enumerate(items, 1):
         if isinstance(item, Entry):
@@ -105,6 +138,12 @@ def _render_solo(positions: StreamPositions, items: Sequence[Item]) -> bytes:
         entry = items[0]  # the common live case: the shared frame, not a copy
         positions.advance(0, entry.id, entry.key)
         return entry.sse_solo or solo_frame(entry)
+    joined = _joined.frames_of(items)
+    if joined is not None:
+        final = items[-1]
+        assert isinstance(final, Entry)
+        positions.advance(0, final.id, final.key)
+        return joined
     parts = []
     last: Entry | None = None
     for item in items:

@@ -193,7 +193,11 @@ class Subscription:
             ]
             for feed in feeds:
                 await feed.open()
-            yield frames.opening(positions, options.retry_ms, self._notices)
+            opening = frames.opening(positions, options.retry_ms, self._notices)
+            if len(feeds) > 1 or not feeds[0].replay_ready:
+                yield opening
+                opening = b""
+            # else it leaves with the first history, which is at hand: one write, not two.
             self._output = output
             try:
                 if len(feeds) == 1:
@@ -206,6 +210,10 @@ class Subscription:
                             for piece in frames.pieces(items):
                                 if self._ended is not None:
                                     raise SinkClosed(self._ended)  # in the middle of a replay
+                                if opening:
+                                    yield opening + frames.render(positions, 0, piece)
+                                    opening = b""
+                                    continue
                                 yield frames.render(positions, 0, piece)
                     finally:
                         await items_stream.aclose()
@@ -230,7 +238,7 @@ class Subscription:
                 if closed.reason in QUIET_ENDS:
                     return
                 retry = options.shutdown_retry_ms if closed.reason == SHUTDOWN else options.retry_ms
-                yield frames.closing(positions, closed.reason, retry)
+                yield opening + frames.closing(positions, closed.reason, retry)
         finally:
             if expiry is not None:
                 expiry.cancel()
