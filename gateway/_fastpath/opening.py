@@ -74,7 +74,6 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         "_buffer",
         "_config",
         "_cycle",
-        "_on_lost",
         "_opener",
         "_reading",
         "_server_state",
@@ -102,7 +101,6 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         self._buffer = b""
         self._cycle: RequestResponseCycle | None = None
         self._reading = True
-        self._on_lost: asyncio.Future[None] | None = None
         self._init_head_wait()
         self.flow: FlowControl | None = None
 
@@ -154,9 +152,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             self.flow.resume_writing()
         if exc is None:
             self.transport.close()
-        waiter = self._on_lost
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._tell_lost()
 
     def eof_received(self) -> None:
         pass
@@ -176,15 +172,6 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             self.transport.close()
         else:
             cycle.keep_alive = False
-
-    def when_lost(self) -> asyncio.Future[None]:
-        """A future set once the connection is closed."""
-        waiter = self._on_lost
-        if waiter is None:
-            waiter = self._on_lost = asyncio.get_running_loop().create_future()
-            if self.lost:
-                waiter.set_result(None)
-        return waiter
 
     def stop_reading_requests(self, cycle: Any) -> None:
         """The stream's response is endless: read no request after it, and close the

@@ -107,10 +107,11 @@ _NO_MORE_REQUESTS = _NoMoreRequests()
 
 
 class HeadWait:
-    """Bounds on a connection's wait for its request head (``heads.HeadLimits``), for the
-    protocols that read one: ``LeanHttpProtocol`` and ``OpeningProtocol``."""
+    """Bounds on a connection's wait for its request head (``heads.HeadLimits``), and the
+    news of its end (``when_lost``), for the protocols that read a head:
+    ``LeanHttpProtocol`` and ``OpeningProtocol``."""
 
-    __slots__ = ("_head_bytes", "_head_timer", "lost")
+    __slots__ = ("_head_bytes", "_head_timer", "_on_lost", "lost")
 
     head_limits: ClassVar[HeadLimits | None] = None
     """The process's limits on request heads (``FastPath`` sets them); None: none."""
@@ -119,9 +120,24 @@ class HeadWait:
     def _init_head_wait(self) -> None:
         self.lost = False
         """Whether the connection is closed (its socket released)."""
+        self._on_lost: asyncio.Future[None] | None = None
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         """Set while the connection waits for a complete request head."""
+
+    def when_lost(self) -> asyncio.Future[None]:
+        """A future set once the connection is closed."""
+        waiter = self._on_lost
+        if waiter is None:
+            waiter = self._on_lost = asyncio.get_running_loop().create_future()
+            if self.lost:
+                waiter.set_result(None)
+        return waiter
+
+    def _tell_lost(self) -> None:
+        waiter = self._on_lost
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _wait_for_head(self, deadline: float | None = None) -> None:
         """Start waiting; ``deadline`` (loop time): a wait another protocol began."""
@@ -184,8 +200,6 @@ class HeadWait:
 class LeanHttpProtocol(HeadWait, HttpToolsProtocol):
     """``HttpToolsProtocol`` with ``LightEvent``s and a list for the pipeline."""
 
-    _on_lost: asyncio.Future[None] | None = None
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._init_head_wait()
@@ -211,18 +225,7 @@ class LeanHttpProtocol(HeadWait, HttpToolsProtocol):
         self.lost = True
         self._head_done()
         super().connection_lost(exc)
-        waiter = self._on_lost
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def when_lost(self) -> asyncio.Future[None]:
-        """A future set once the connection is closed."""
-        waiter = self._on_lost
-        if waiter is None:
-            waiter = self._on_lost = asyncio.get_running_loop().create_future()
-            if self.lost:
-                waiter.set_result(None)
-        return waiter
+        self._tell_lost()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._made(transport)
