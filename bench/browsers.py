@@ -151,29 +151,50 @@ def _merge_latency(reports: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+async def _start_client(
+    server: Server,
+    binary: Path,
+    *,
+    channel: str,
+    streams: int,
+    source: str,
+    in_flight: int,
+    core: str | None = None,
+) -> Client:
+    """One ``browsers.c`` process holding ``streams`` streams of ``channel`` from the
+    address ``source`` (pinned to ``core`` if given)."""
+    argv = [
+        str(binary),
+        "127.0.0.1",
+        str(server.port),
+        server.sse_path([channel]),
+        str(streams),
+        source,
+        str(in_flight),
+        channel,
+        server.ready_on,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *(argv if core is None else pinned(core, argv)),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=REPORT_LIMIT,
+    )
+    return Client(process, streams, source)
+
+
 async def _start_clients(server: Server, binary: Path, profile: Profile) -> list[Client]:
-    clients = []
-    for i, count in enumerate(shares(profile.browsers_streams, profile.browsers_per_client)):
-        source = f"127.0.0.{2 + i}"
-        argv = [
-            str(binary),
-            "127.0.0.1",
-            str(server.port),
-            server.sse_path([CHANNEL]),
-            str(count),
-            source,
-            str(profile.browsers_in_flight),
-            CHANNEL,
-            server.ready_on,
-        ]
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=REPORT_LIMIT,
+    return [
+        await _start_client(
+            server,
+            binary,
+            channel=CHANNEL,
+            streams=count,
+            source=f"127.0.0.{2 + i}",
+            in_flight=profile.browsers_in_flight,
         )
-        clients.append(Client(process, count, source))
-    return clients
+        for i, count in enumerate(shares(profile.browsers_streams, profile.browsers_per_client))
+    ]
 
 
 async def many_browsers(profile: Profile, run_dir: Path) -> dict[str, Any]:
@@ -318,24 +339,15 @@ async def wide_fanout(
     p = profile
     binary = build_c(SOURCE, run_dir)
     await server.wait_idle()
-    argv = [
-        str(binary),
-        "127.0.0.1",
-        str(server.port),
-        server.sse_path([channel]),
-        str(subscribers),
-        "127.0.0.2",
-        str(p.browsers_in_flight),
-        channel,
-        server.ready_on,
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *pinned(CLIENT_CORE, argv),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        limit=REPORT_LIMIT,
+    client = await _start_client(
+        server,
+        binary,
+        channel=channel,
+        streams=subscribers,
+        source="127.0.0.2",
+        in_flight=p.browsers_in_flight,
+        core=CLIENT_CORE,
     )
-    client = Client(process, subscribers, "127.0.0.2")
     sink = server.sink()
     steps: list[dict[str, Any]] = []
     try:
