@@ -18,7 +18,7 @@ from typing import Any
 
 TESTED_VERSIONS: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     # package: (lowest tested, first untested); keep in step with pyproject.toml.
-    "uvicorn": ((0, 30), (0, 55)),
+    "uvicorn": ((0, 37), (0, 55)),
     "sse-starlette": ((3, 0), (3, 8)),
 }
 
