@@ -46,24 +46,15 @@ def _port(text: str) -> int:
     return port
 
 
-def _workers(text: str) -> int:
+def _at_least_one(text: str) -> int:
+    """A whole-number option that must be at least 1 (workers, seconds)."""
     try:
-        workers = int(text)
+        value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if workers < 1:
-        raise argparse.ArgumentTypeError("--workers must be at least 1")
-    return workers
-
-
-def _seconds(text: str) -> int:
-    try:
-        seconds = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
-    if seconds < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: at least 1 second")
-    return seconds
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
-    parser.add_argument("--workers", type=_workers, default=1, help="worker processes (default: 1)")
+    parser.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        help="worker processes (default: 1)",
+    )
     parser.add_argument(
         "--log-level",
         default="info",
@@ -93,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--worker-healthcheck-timeout",
-        type=_seconds,
+        type=_at_least_one,
         default=WORKER_HEALTHCHECK_SECONDS,
         metavar="SECONDS",
         help="with --workers: how long a worker may take to answer the supervisor's "

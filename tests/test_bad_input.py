@@ -66,6 +66,8 @@ async def test_a_malformed_last_event_id_opens_the_stream_and_says_so(gateway, c
     [
         ("gateway", ["--port", "99999"], {}, "not a port number"),
         ("gateway", ["--workers", "0"], {}, "at least 1"),
+        ("gateway", ["--worker-healthcheck-timeout", "0"], {}, "at least 1"),
+        ("gateway", ["--worker-healthcheck-timeout", "soon"], {}, "not a whole number"),
         ("gateway", [], {"REDIS_URL": "http://nope"}, "invalid REDIS_URL"),
         ("gateway", [], {"SSE_PING_INTERVAL": "-1"}, "SSE_PING_INTERVAL"),
         ("producers", ["echo", "--count", "0"], {}, "at least 1"),
