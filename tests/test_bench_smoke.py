@@ -9,6 +9,8 @@ missing; where that is impossible it is reported as skipped, which passes.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -24,15 +26,23 @@ SCENARIOS = ("idle_memory", "reconnect_storm", "fanout", "moderate", "multiplex"
 
 def run_bench(out: Path, *args: str, timeout: float = 240.0) -> dict[str, Any]:
     """``python -m bench --quick <args>`` to completion; its results.json."""
-    run = subprocess.run(
+    # Its own process group: on a timeout the servers it started go with it, instead of
+    # staying behind (a callgrind gateway and its redis-server, found hours later).
+    run = subprocess.Popen(
         [sys.executable, "-m", "bench", "--quick", *args, "--out", str(out)],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,
     )
-    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{run.stderr[-4000:]}"
+    try:
+        _, stderr = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        raise
+    assert run.returncode == 0, f"bench failed ({run.returncode}):\n{stderr[-4000:]}"
     results: dict[str, Any] = json.loads((out / "results.json").read_text())
     return results
 
