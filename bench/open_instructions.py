@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.storm import build, storm
+from bench.storm import storm, storm_argv
 from bench.systems import started
 
 WARM_UP_STREAMS = 200
@@ -35,15 +35,7 @@ async def open_instructions(run_dir: Path, streams: int) -> dict[str, Any]:
         await storm(server, run_dir, clients=WARM_UP_STREAMS, in_flight=1)
         await asyncio.sleep(SETTLE_SECONDS)
         await server.wait_idle()
-        argv = [
-            str(build(run_dir)),
-            "127.0.0.1",
-            str(server.port),
-            server.sse_path(["storm"]),
-            str(streams),
-            "1",
-            server.ready_on,
-        ]
+        argv = storm_argv(server, run_dir, clients=streams, in_flight=1)
         assert server.instructions is not None
         client = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE

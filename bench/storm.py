@@ -28,6 +28,21 @@ def build(run_dir: Path) -> Path:
     return build_c(SOURCE, run_dir)
 
 
+def storm_argv(
+    server: Server, run_dir: Path, *, clients: int, in_flight: int, channel: str = "storm"
+) -> list[str]:
+    """The command line of a ``storm.c`` client against ``server`` (built if need be)."""
+    return [
+        str(build(run_dir)),
+        "127.0.0.1",
+        str(server.port),
+        server.sse_path([channel]),
+        str(clients),
+        str(in_flight),
+        server.ready_on,
+    ]
+
+
 async def storm(
     server: Server,
     run_dir: Path,
@@ -39,19 +54,10 @@ async def storm(
 ) -> dict[str, Any]:
     """``clients`` streams opened with at most ``in_flight`` unanswered; measured with all
     of them open, then closed (RST) before returning."""
-    binary = build(run_dir)
-    await server.wait_idle()
-    argv = [
-        str(binary),
-        "127.0.0.1",
-        str(server.port),
-        server.sse_path([channel]),
-        str(clients),
-        str(in_flight),
-        server.ready_on,
-    ]
+    argv = storm_argv(server, run_dir, clients=clients, in_flight=in_flight, channel=channel)
     if header:
         argv.append(header)
+    await server.wait_idle()
     before = server.usage()
     core_before, began = core_busy_seconds(int(SERVER_CORE)), time.monotonic()
     proc = await asyncio.create_subprocess_exec(

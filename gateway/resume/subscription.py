@@ -210,11 +210,10 @@ class Subscription:
                             for piece in frames.pieces(items):
                                 if self._ended is not None:
                                     raise SinkClosed(self._ended)  # in the middle of a replay
+                                frame = frames.render(positions, 0, piece)
                                 if opening:
-                                    yield opening + frames.render(positions, 0, piece)
-                                    opening = b""
-                                    continue
-                                yield frames.render(positions, 0, piece)
+                                    frame, opening = opening + frame, b""
+                                yield frame
                     finally:
                         await items_stream.aclose()
                 else:
