@@ -32,6 +32,20 @@ def test_a_trusted_proxy_sets_the_client_and_scheme() -> None:
     assert scope["scheme"] == "https"
 
 
+def test_the_scheme_alone_is_taken_from_a_trusted_proxy() -> None:
+    scope = http_scope("127.0.0.1", (b"host", b"example.com"), (b"x-forwarded-proto", b"https"))
+    ForwardedHeaders("127.0.0.1").apply(scope)
+    assert scope["client"] == ("127.0.0.1", 50000)
+    assert scope["scheme"] == "https"
+
+
+def test_a_request_without_forwarded_headers_is_left_as_it_is() -> None:
+    scope = http_scope("127.0.0.1", (b"host", b"example.com"), (b"x-forwarded-host", b"a"))
+    before = dict(scope)
+    ForwardedHeaders("*").apply(scope)
+    assert scope == before
+
+
 def test_an_untrusted_peer_cannot_claim_another_address() -> None:
     scope = http_scope("198.51.100.9", (b"x-forwarded-for", b"203.0.113.7"))
     ForwardedHeaders("127.0.0.1").apply(scope)

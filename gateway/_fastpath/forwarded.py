@@ -18,6 +18,9 @@ from typing import Any, cast
 from starlette.types import Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
+_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+"""The headers uvicorn's middleware reads (names lower-cased, as in the scope)."""
+
 
 class _Done:
     """An awaitable that completes at once."""
@@ -48,6 +51,13 @@ class ForwardedHeaders:
 
     def apply(self, scope: Scope) -> None:
         """Rewrite ``scope``'s client and scheme from the headers of a trusted proxy."""
+        for name, _ in scope["headers"]:
+            if name in _FORWARDED:
+                break
+        else:
+            # Without these headers the middleware changes nothing; asking whether the
+            # client is a trusted proxy (an IP address parsed per request) is most of its cost.
+            return
         rewrite = self._middleware(scope, _no_receive, _no_send)
         try:
             rewrite.send(None)
