@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,7 @@ class Subscription:
         "_group",
         "_lifetime",
         "_notices",
+        "_opened",
         "_options",
         "_output",
         "_sinks",
@@ -100,6 +101,7 @@ class Subscription:
         self._output: StreamOutput | None = None
         self._group: Group | None = None
         self._ended: str | None = None
+        self._opened: Callable[[], None] | None = None
 
     @property
     def page_size(self) -> int:
@@ -174,10 +176,16 @@ class Subscription:
 
     # -- the stream's task -----------------------------------------------------
 
-    async def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
-        """The bytes the stream's task writes; live chunks may reach ``output`` directly."""
+    async def run(self, output: StreamOutput, opened: Callable[[], None]) -> None:
+        """Write the stream's frames to ``output`` until it ends (live chunks may reach
+        ``output`` from a group instead); ``opened`` is called once the first are written.
+
+        A coroutine, not a generator its response loops over: an open stream keeps one
+        frame fewer, and no entry in the event loop's registry of async generators."""
         hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
         metrics = options.metrics
+        self._opened = opened
+        del opened  # held by the subscription until called: not by this frame for good
         expiry = None
         if self._lifetime is not None:
             expiry = asyncio.get_running_loop().call_later(self._lifetime, self.end, TOKEN_EXPIRED)
@@ -195,7 +203,8 @@ class Subscription:
                 await feed.open()
             opening = frames.opening(positions, options.retry_ms, self._notices)
             if len(feeds) > 1 or not feeds[0].replay_ready:
-                yield opening
+                if not await self._write(output, opening):
+                    return
                 opening = b""
             # else it leaves with the first history, which is at hand: one write, not two.
             self._output = output
@@ -213,7 +222,8 @@ class Subscription:
                                 frame = frames.render(positions, 0, piece)
                                 if opening:
                                     frame, opening = opening + frame, b""
-                                yield frame
+                                if not await self._write(output, frame):
+                                    return
                     finally:
                         await items_stream.aclose()
                 else:
@@ -226,7 +236,9 @@ class Subscription:
                             for piece in frames.pieces(items):
                                 if self._ended is not None:
                                     raise SinkClosed(self._ended)
-                                yield frames.render(positions, at, piece)
+                                frame = frames.render(positions, at, piece)
+                                if not await self._write(output, frame):
+                                    return
             except SinkClosed as closed:
                 # Its traceback holds the frames it passed (the merge's tasks among them):
                 # nothing reads it, and kept it would leave them all in a reference cycle.
@@ -237,14 +249,25 @@ class Subscription:
                 if closed.reason in QUIET_ENDS:
                     return
                 retry = options.shutdown_retry_ms if closed.reason == SHUTDOWN else options.retry_ms
-                yield opening + frames.closing(positions, closed.reason, retry)
+                await self._write(output, opening + frames.closing(positions, closed.reason, retry))
         finally:
             if expiry is not None:
                 expiry.cancel()
             self._output = None
+            self._opened = None
             self._leave_group()
             for sink in sinks:
                 await hub.detach(sink)
+
+    async def _write(self, output: StreamOutput, frame: bytes) -> bool:
+        """Write ``frame`` from the stream's task; False once its client has left."""
+        await output.write(frame)
+        self._options.metrics.bytes_written += len(frame)
+        opened = self._opened
+        if opened is not None:
+            self._opened = None
+            opened()
+        return not output.disconnected
 
     @staticmethod
     def _count(metrics: Metrics, items: Sequence[Item]) -> None:

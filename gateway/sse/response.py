@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from sse_starlette import EventSourceResponse
@@ -51,8 +51,10 @@ each layer costs a coroutine per delivery. Without the key, ``send`` is used."""
 class FrameSource(Protocol):
     """What a stream sends: its frames, and a way to end it early."""
 
-    def frames(self, output: StreamOutput) -> AsyncGenerator[bytes, None]:
-        """The bytes the stream's task writes; live frames may go through ``output`` directly."""
+    async def run(self, output: StreamOutput, opened: Callable[[], None]) -> None:
+        """Write the stream's frames to ``output`` from the stream's task (live frames may
+        also reach it from outside) until the stream ends; ``output.write``'s exception
+        is let through. ``opened``: call once when the first bytes are written."""
         ...
 
     def end(self, reason: str) -> None:
@@ -123,14 +125,27 @@ class StreamResponses:
         return StreamResponse(source, self)
 
 
-class _StreamEnds:
-    """What ends a stream early, as callbacks: one small object, not two closures."""
+class _StreamEvents:
+    """What happens to a stream, as callbacks: one small object, not three closures."""
 
-    __slots__ = ("_output", "_source")
+    __slots__ = ("_lifecycle", "_output", "_requested_at", "_scope", "_source")
 
-    def __init__(self, output: StreamOutput, source: FrameSource) -> None:
+    def __init__(
+        self,
+        output: StreamOutput,
+        source: FrameSource,
+        lifecycle: StreamLifecycle,
+        scope: Scope,
+        requested_at: float,
+    ) -> None:
         self._output = output
         self._source = source
+        self._lifecycle = lifecycle
+        self._scope = scope
+        self._requested_at = requested_at
+
+    def opened(self) -> None:
+        self._lifecycle.opened(self._source, self._scope, self._requested_at)
 
     def client_left(self) -> None:
         self._output.disconnected = True
@@ -207,36 +222,25 @@ class StreamResponse(EventSourceResponse):
                 request_headers.clear()  # in place: uvicorn's protocol holds the same list
             output = StreamOutput(server_send, self.send_timeout, direct)
             source, streams, background = self._source, responses.streams, self.background
-            metrics, lifecycle = responses.metrics, responses.lifecycle
+            lifecycle = responses.lifecycle
             close_linger = responses.close_linger
-            ends = _StreamEnds(output, source)
-            output.on_failure = ends.write_failed
+            events = _StreamEvents(output, source, lifecycle, scope, requested_at)
+            output.on_failure = events.write_failed
             # This frame stays alive as long as the stream; the response object (its
             # headers and settings, several hundred bytes) is not needed any more.
             del self, responses
             streams.add(output, task)
-            watch: Watch | None = fast_path.watch_disconnect(receive, ends.client_left)
+            watch: Watch | None = fast_path.watch_disconnect(receive, events.client_left)
             if watch is None:
-                generic = watch = DisconnectWatch(receive, ends.client_left)
+                generic = watch = DisconnectWatch(receive, events.client_left)
                 generic.start()
             reason = "error"
             try:
-                frames = source.frames(output)
-                opened = False
-                try:  # contextlib.aclosing, without an object kept for the stream's lifetime
-                    async for chunk in frames:
-                        await output.write(chunk)
-                        metrics.bytes_written += len(chunk)
-                        if not opened:
-                            opened = True
-                            lifecycle.opened(source, scope, requested_at)
-                        if output.disconnected:
-                            break
+                try:
+                    await source.run(output, events.opened)
                 except Exception as exc:
                     if exc is not output.error:
                         raise  # a bug, not a client that stopped reading
-                finally:
-                    await frames.aclose()
                 if output.error is not None:
                     # A stalled client: no end-of-body write could reach it.
                     reason = write_failure(output.error)
