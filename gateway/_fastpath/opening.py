@@ -81,6 +81,9 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         "transport",
     )
 
+    _server: tuple[str, int | None] | None = None
+    """The local address of the latest stream opened (``_open``)."""
+
     _openers: dict[int, tuple[Any, StreamOpener | None]] = {}
     """Per uvicorn config (its id, and the config kept alive): the opener, looked up once."""
 
@@ -193,11 +196,18 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         flow = self.flow = FlowControl(transport)
         flow._is_writable_event = LightEvent(True)  # type: ignore[assignment]
         config = self._config
+        server = get_local_addr(transport)
+        if server == OpeningProtocol._server:
+            # Connections to one listening address share it: one tuple for every stream
+            # (200 bytes each), not one per stream.
+            server = OpeningProtocol._server
+        else:
+            OpeningProtocol._server = server
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": _ASGI,
             "http_version": "1.1",
-            "server": get_local_addr(transport),
+            "server": server,
             "client": get_remote_addr(transport),
             "scheme": "http",
             "root_path": "",

@@ -20,6 +20,7 @@ owner of that position, and the cursor text that says it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,12 @@ def printable_prefix(text: str, limit: int = 80) -> str:
     return "".join(ch if ch.isprintable() else "?" for ch in text[:limit])
 
 
+@functools.lru_cache(maxsize=4096)
+def _cursor_prefixes(channels: tuple[str, ...]) -> tuple[bytes, ...]:
+    """``channel=`` of each channel, shared by the streams of the same channels."""
+    return tuple(name.encode() + b"=" for name in channels)
+
+
 class StreamPositions:
     """Where one stream is in each of its channels, and the cursor text that says so.
 
@@ -147,7 +154,7 @@ class StreamPositions:
     __slots__ = ("_prefixes", "_text", "ids", "keys")
 
     def __init__(self, channels: Sequence[str]) -> None:
-        self._prefixes = [name.encode() + b"=" for name in channels]
+        self._prefixes = _cursor_prefixes(tuple(channels))
         self.ids: list[bytes | None] = [None] * len(channels)
         self.keys: list[StreamKey] = [BEFORE_ALL] * len(channels)
         self._text: bytes | None = None
