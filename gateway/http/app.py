@@ -39,8 +39,8 @@ class GatewayApp(FastAPI):
 
     On the fast path it applies trusted proxies' forwarded headers itself (``python
     -m gateway`` then runs uvicorn without its middleware for them, which would stay
-    on every stream's stack). It notes the server's own ``send`` in the scope for
-    ``StreamResponse``.
+    on every stream's stack). It notes the server's own ``send`` in the scope of a
+    stream request for ``StreamResponse``.
     """
 
     stream_entry: ASGIApp | None = None
@@ -49,7 +49,6 @@ class GatewayApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.forwarded is not None and scope["type"] != "lifespan":
             self.forwarded.apply(scope)
-        scope[SERVER_SEND] = send
         if (
             self.stream_entry is not None
             and scope["type"] == "http"
@@ -57,20 +56,27 @@ class GatewayApp(FastAPI):
             and scope["method"] == "GET"
         ):
             scope["app"] = self  # what Starlette sets: the route reads app.state
-            await self.stream_entry(scope, receive, send)
+            scope[SERVER_SEND] = send
+            try:
+                await self.stream_entry(scope, receive, send)
+            finally:
+                # The scope would hold the server's send, bound to the request cycle that
+                # holds the scope: a reference cycle left for the next collection.
+                scope.pop(SERVER_SEND, None)
             return
         await super().__call__(scope, receive, send)
 
     def open_stream(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """``GET /sse`` as ``__call__`` serves it, for a server that knows the request is
         one (the fast path's ``OpeningProtocol``): it returns the stream entry's own
-        coroutine, so that no frame of the app stays under an open stream."""
+        coroutine, so that no frame of the app stays under an open stream. The stream's
+        response, or its refusal, takes the server's ``send`` out of the scope again."""
         if self.forwarded is not None:
             self.forwarded.apply(scope)
-        scope[SERVER_SEND] = send
         if self.stream_entry is None:
             return super().__call__(scope, receive, send)
         scope["app"] = self
+        scope[SERVER_SEND] = send
         return self.stream_entry(scope, receive, send)
 
 

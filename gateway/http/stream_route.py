@@ -58,7 +58,7 @@ from gateway.resume import (
     printable_prefix,
 )
 from gateway.runtime import Runtime
-from gateway.sse import StreamResponse
+from gateway.sse import SERVER_SEND, StreamResponse
 
 STREAM_PATH = "/sse"
 
@@ -326,4 +326,5 @@ class StreamRoute:
         self, exc: GatewayError, scope: Scope, receive: Receive, send: Send
     ) -> Coroutine[Any, Any, None]:
         self.metrics.streams_refused[exc.code] += 1
+        scope.pop(SERVER_SEND, None)  # for StreamResponse alone; kept, a reference cycle
         return error_response(exc)(scope, receive, send)
