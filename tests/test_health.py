@@ -33,3 +33,18 @@ def test_readyz_is_503_while_redis_is_down_and_200_after(redis_server, gateway_f
 def test_event_schemas_are_served(gateway) -> None:
     schemas = httpx.get(f"{gateway.base_url}/events/schema").json()
     assert {"echo", "reverse_echo", "history_gap"} <= set(schemas)
+
+
+def test_head_is_answered_like_get_without_a_body_but_on_the_stream(gateway_factory) -> None:
+    # A monitor that checks with HEAD (RFC 9110: GET and HEAD are what every resource
+    # answers) gets GET's status and headers; the stream's endless body has no HEAD.
+    gateway = gateway_factory(env={"SSE_METRICS": "true"})
+    with httpx.Client(base_url=gateway.base_url, timeout=10) as client:
+        for path in ("/healthz", "/readyz", "/stats", "/metrics", "/events/schema"):
+            get, head = client.get(path), client.head(path)
+            assert (head.status_code, head.content) == (get.status_code, b""), path
+            assert head.headers["content-type"] == get.headers["content-type"], path
+        assert client.head("/no-such-route").status_code == 404
+        refused = client.head("/sse?channel=echo")
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "GET"

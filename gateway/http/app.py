@@ -40,7 +40,9 @@ class GatewayApp(FastAPI):
     On the fast path it applies trusted proxies' forwarded headers itself (``python
     -m gateway`` then runs uvicorn without its middleware for them, which would stay
     on every stream's stack). It notes the server's own ``send`` in the scope of a
-    stream request for ``StreamResponse``.
+    stream request for ``StreamResponse``. It answers HEAD wherever GET is answered,
+    but on the stream (a HEAD of an endless response would hold a connection for
+    nothing).
     """
 
     stream_entry: ASGIApp | None = None
@@ -64,6 +66,10 @@ class GatewayApp(FastAPI):
                 # holds the scope: a reference cycle left for the next collection.
                 scope.pop(SERVER_SEND, None)
             return
+        if scope["type"] == "http" and scope["method"] == "HEAD" and scope["path"] != STREAM_PATH:
+            # HEAD is GET without the body (RFC 9110, 9.3.2), which FastAPI's routes do not
+            # answer. The server leaves the body out: its own scope still says HEAD.
+            scope = {**scope, "method": "GET"}
         await super().__call__(scope, receive, send)
 
     def open_stream(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
