@@ -25,6 +25,17 @@ LONGEST_MODULES = ("test_bench_smoke.py", "test_chaos.py")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not hasattr(config, "workerinput"):  # one process: the order tests/ has
         return
+    # xdist hands out tests by node id, and schemathesis gives every API operation of a test
+    # the same one (the operation is in its name only): of such tests one would run, the
+    # others silently not at all. ./scripts/test runs those (tests/test_api_fuzz.py) on one
+    # process; any other module that has them must be run so too.
+    ids = [item.nodeid for item in items]
+    repeated = sorted({nodeid for nodeid in ids if ids.count(nodeid) > 1})
+    if repeated:
+        raise pytest.UsageError(
+            "tests sharing a node id would not all run on several processes; run them on one "
+            "(see scripts/test):\n  " + "\n  ".join(repeated)
+        )
     # The longest first, then the rest by their number of tests, most first (what xdist's own
     # reordering does; sorted() is stable, so each module keeps its tests' order).
     per_module: dict[str, int] = {}
