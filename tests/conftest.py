@@ -15,6 +15,41 @@ from tests.support.processes import GatewayProcess, ManagedProcess, ProducerProc
 from tests.support.redis_cluster import LocalRedisCluster
 from tests.support.redis_server import RedisServer, new_redis_server
 
+# Modules whose few tests take the longest (minutes in all), handed out first when the tests
+# run on several processes (./scripts/test: -n 2 --dist loadfile --no-loadscope-reorder), so
+# that none of them starts last and runs on alone while the other process is idle. Only the
+# order changes: every test runs, as in a run on one process.
+LONGEST_MODULES = ("test_bench_smoke.py", "test_chaos.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not hasattr(config, "workerinput"):  # one process: the order tests/ has
+        return
+    # xdist hands out tests by node id, and schemathesis gives every API operation of a test
+    # the same one (the operation is in its name only): of such tests one would run, the
+    # others silently not at all. ./scripts/test runs those (tests/test_api_fuzz.py) on one
+    # process; any other module that has them must be run so too.
+    ids = [item.nodeid for item in items]
+    repeated = sorted({nodeid for nodeid in ids if ids.count(nodeid) > 1})
+    if repeated:
+        raise pytest.UsageError(
+            "tests sharing a node id would not all run on several processes; run them on one "
+            "(see scripts/test):\n  " + "\n  ".join(repeated)
+        )
+    # The longest first, then the rest by their number of tests, most first (what xdist's own
+    # reordering does; sorted() is stable, so each module keeps its tests' order).
+    per_module: dict[str, int] = {}
+    for item in items:
+        per_module[item.path.name] = per_module.get(item.path.name, 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        name = item.path.name
+        if name in LONGEST_MODULES:
+            return (LONGEST_MODULES.index(name), 0, name)
+        return (len(LONGEST_MODULES), -per_module[name], name)
+
+    items.sort(key=rank)
+
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
