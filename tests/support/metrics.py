@@ -56,9 +56,10 @@ def scrape(gateway: GatewayProcess) -> Exposition:
 
 
 async def wait_for_metrics(
-    gateway: GatewayProcess, until: Callable[[Exposition], bool], timeout: float = 15
+    gateway: GatewayProcess, until: Callable[[Exposition], bool], timeout: float = 60
 ) -> Exposition:
-    """Scrape until ``until`` holds (another worker's figures arrive within a second)."""
+    """Scrape until ``until`` holds (another worker's figures arrive within a second; a
+    worker the supervisor replaces may take 20 s to start on a loaded machine)."""
     deadline = time.monotonic() + timeout
     while True:
         exposition = await asyncio.to_thread(scrape, gateway)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -61,6 +62,8 @@ class ManagedProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             preexec_fn=None if open_files is None else _limit_open_files(open_files),
+            # A group of its own: what it starts (uvicorn's workers) can be ended with it.
+            start_new_session=True,
         )
 
     @property
@@ -78,17 +81,23 @@ class ManagedProcess:
             self.process.send_signal(sig)
 
     def stop(self, timeout: float = 15) -> int:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
+        """SIGTERM, then SIGKILL to its whole process group if it does not exit in time
+        (a supervisor killed alone would leave its workers running)."""
         self.signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._kill_group()
             return self.process.wait(timeout=10)
+
+    def _kill_group(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.stop()
+        self._kill_group()  # anything of it still left (a worker whose supervisor was killed)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 
