@@ -14,6 +14,7 @@ The helpers block (they poll the nodes): async tests call them through
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -21,17 +22,18 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import redis
 from redis.crc import key_slot
 
-from tests.support.ports import free_port
 from tests.support.redis_server import LocalRedisServer
 
 SLOTS = 16384
 BUS_PORT_OFFSET = 10_000
-MAX_PORT = 65535 - BUS_PORT_OFFSET
+FIRST_CLUSTER_PORT = 10_000
+"""Above the well-known and most registered service ports; the bus ports go to 20,000 and up."""
 NODE_TIMEOUT_MS = 1000
 """How long a silent master takes to be declared failed; failover follows within ~1-2 s."""
 
@@ -39,12 +41,28 @@ T = TypeVar("T")
 
 
 def cluster_port(taken: set[int]) -> int:
-    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    """A free loopback port whose cluster bus port (port + 10000) is free too, both below
+    the kernel's range of ephemeral ports: there, any connection made meanwhile (by the
+    other test process, say) may take the bus port before the node binds it, or before a
+    stopped node binds it again."""
+    lowest_ephemeral = _ephemeral_ports()[0]
     for _ in range(200):
-        port = free_port()
-        if port <= MAX_PORT and port not in taken and _bindable(port + BUS_PORT_OFFSET):
+        port = random.randrange(FIRST_CLUSTER_PORT, lowest_ephemeral - BUS_PORT_OFFSET)
+        if port not in taken and _bindable(port) and _bindable(port + BUS_PORT_OFFSET):
             return port
-    raise RuntimeError("no free port pair (port, port + 10000) below 55536")
+    raise RuntimeError(
+        f"no free port pair (port, port + 10000) from {FIRST_CLUSTER_PORT} "
+        f"below the ephemeral ports ({lowest_ephemeral})"
+    )
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range of local ports for outgoing connections (Linux's default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def _bindable(port: int) -> bool:
