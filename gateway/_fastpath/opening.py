@@ -198,8 +198,8 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         config = self._config
         server = get_local_addr(transport)
         if server == OpeningProtocol._server:
-            # Connections to one listening address share it: one tuple for every stream
-            # (200 bytes each), not one per stream.
+            # Connections to one listening address share it: one tuple for every stream,
+            # not one per stream.
             server = OpeningProtocol._server
         else:
             OpeningProtocol._server = server
