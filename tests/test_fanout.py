@@ -89,6 +89,39 @@ async def test_clients_in_step_are_grouped_and_get_every_event_once(
         assert hub["groups"] == 2
 
 
+async def wait_tasks_at_most(gateway: GatewayProcess, most: int) -> None:
+    deadline = asyncio.get_running_loop().time() + 20
+    while (tasks := gateway.stats()["tasks"]) > most:
+        assert asyncio.get_running_loop().time() < deadline, f"{tasks} tasks, not <= {most}"
+        await asyncio.sleep(0.05)
+
+
+async def test_grouped_clients_hold_no_task_until_they_must_act(
+    redis_url: str, gateway: GatewayProcess
+) -> None:
+    # A stream in a group only waits while the flush writes it: its task ends, and the
+    # stream gets one again when it must act (here: its client leaves, it is ended).
+    async with sse_connect(gateway.base_url, channels=["warmup"]) as stream:
+        await stream.wait_for_opening(timeout=10)
+    await wait_grouped(gateway, 0)
+    baseline = gateway.stats()["tasks"]
+    async with clients(gateway) as (solo, multi):
+        await wait_grouped(gateway, SOLO_CLIENTS + 2)
+        await wait_tasks_at_most(gateway, baseline)
+        await publish_spaced(redis_url, range(EVENTS))
+        for stream in [*solo, multi]:
+            events = channel_events(await stream.take(EVENTS, timeout=20))
+            assert_exactly(messages(events, "echo"), numbered(EVENTS))
+        await wait_tasks_at_most(gateway, baseline)
+        assert gateway.stats()["streams"]["open"] == SOLO_CLIENTS + 1
+    deadline = asyncio.get_running_loop().time() + 20
+    while (stats := gateway.stats())["streams"]["open"] or stats["hub"]["subscribers"]:
+        assert asyncio.get_running_loop().time() < deadline, stats
+        await asyncio.sleep(0.05)
+    assert stats["stream_ends"]["closed"]["disconnect"] == SOLO_CLIENTS + 2  # with the warm-up
+    await wait_tasks_at_most(gateway, baseline)
+
+
 async def test_a_grouped_client_is_told_its_exact_cursor_when_the_gateway_closes(
     redis_url: str, gateway_factory: Callable[..., GatewayProcess]
 ) -> None:

@@ -102,7 +102,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             known = self._openers[id(config)] = (config, stream_opener(config))
         self._opener = known[1]
         self._buffer = b""
-        self._cycle: RequestResponseCycle | None = None
+        self._cycle: StreamCycle | None = None
         self._reading = True
         self._init_head_wait()
         self.flow: FlowControl | None = None
@@ -151,6 +151,10 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             if not cycle.response_complete:
                 cycle.disconnected = True
             cycle.message_event.set()
+            if cycle.parked:
+                # What ``_asgi_done`` does once the task that finishes the response has
+                # ended; a parked stream's did not: no cycle back to this protocol.
+                cycle.on_response = _nothing
         if self.flow is not None:
             self.flow.resume_writing()
         if exc is None:
@@ -243,8 +247,8 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         """What uvicorn's ``run_asgi`` does once the app returns or raises."""
         self._server_state.tasks.discard(task)
         cycle = self._cycle
-        if cycle is None:
-            return
+        if cycle is None or (cycle.parked and not task.cancelled() and task.exception() is None):
+            return  # no response to finish yet: the stream goes on without this task
         cycle.on_response = _nothing  # run_asgi's finally: no cycle back to this protocol
         exc: BaseException | None = (
             asyncio.CancelledError() if task.cancelled() else task.exception()

@@ -59,6 +59,10 @@ class StreamCycle(RequestResponseCycle):
     _last: _FormattedHead | None = None
     """The head formatted last (for the whole process: every stream's is the same)."""
 
+    parked = False
+    """Set when the response's task ended with the stream still open (``FastPath.park``):
+    a task of the gateway's own finishes the response."""
+
     async def send(self, message: Any) -> None:
         if self.response_started or message["type"] != "http.response.start":
             await super().send(message)

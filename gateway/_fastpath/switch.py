@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from gateway._fastpath.disconnect import CycleWatch
     from gateway._fastpath.forwarded import ForwardedHeaders
     from gateway._fastpath.response_template import ResponseTemplate
+    from gateway._fastpath.stream_cycle import StreamCycle
     from gateway._fastpath.transport import ChunkedTransport, HeldHead
 
 OFF_BY_SETTING = "turned off by SSE_FAST_PATH=false"
@@ -55,12 +56,14 @@ class FastPath:
         self._chunked: type[ChunkedTransport] | None = None
         self._held_head: type[HeldHead] | None = None
         self._cycle_watch: type[CycleWatch] | None = None
+        self._stream_cycle: type[StreamCycle] | None = None
         if self.reason is None:
             # Imported only when usable: they subclass and import uvicorn's httptools classes.
             from gateway._fastpath.disconnect import CycleWatch
             from gateway._fastpath.forwarded import ForwardedHeaders
             from gateway._fastpath.opening import OpeningProtocol
             from gateway._fastpath.protocol import HeadWait
+            from gateway._fastpath.stream_cycle import StreamCycle
             from gateway._fastpath.transport import ChunkedTransport, HeldHead
 
             self.forwarded = ForwardedHeaders(trusted_proxies)
@@ -72,6 +75,7 @@ class FastPath:
             self._chunked = ChunkedTransport
             self._held_head = HeldHead
             self._cycle_watch = CycleWatch
+            self._stream_cycle = StreamCycle
 
     @property
     def active(self) -> bool:
@@ -117,6 +121,19 @@ class FastPath:
         if held:
             direct.hold_head(held)
         return direct
+
+    def may_park(self, send: Send) -> bool:
+        """Whether the stream started through ``send`` may outlive its response's task
+        (``park``): a stream ``OpeningProtocol`` opened, whose task's end finishes nothing."""
+        cycle_class = self._stream_cycle
+        return cycle_class is not None and type(getattr(send, "__self__", None)) is cycle_class
+
+    @staticmethod
+    def park(send: Send) -> None:
+        """The response's task is about to end with its stream open (``may_park``): a task
+        of the gateway's own writes and ends the response later."""
+        cycle: StreamCycle = send.__self__  # type: ignore[attr-defined]
+        cycle.parked = True
 
     def watch_disconnect(
         self, receive: Receive, on_disconnect: Callable[[], None]

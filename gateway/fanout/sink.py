@@ -119,6 +119,13 @@ class ChannelSink:
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         return waiter
 
+    def stop_waiting(self) -> None:
+        """Forget the future of ``wait`` (the stream's task has left: its group wakes it)."""
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.cancel()
+
     def take(self) -> tuple[list[Sequence[Entry]], bool]:
         """(Buffered batches, whether a resync was requested), once ``ready``."""
         self._waiter = None

@@ -54,6 +54,11 @@ class Gap:
 Item = Entry | Gap
 
 
+class Parked(Exception):
+    """The stream joined a fan-out group and may leave its task: the group writes it
+    until it hands the stream back (``Stream.idle``)."""
+
+
 class Stream(Protocol):
     """What a feed uses of its stream (``Subscription``)."""
 
@@ -71,8 +76,9 @@ class Stream(Protocol):
     @property
     def page_size(self) -> int: ...
 
-    def idle(self) -> None:
-        """A feed is about to wait on its sink (the stream may join a fan-out group)."""
+    def idle(self) -> bool:
+        """A feed is about to wait on its sink: the stream may join a fan-out group.
+        True: it joined, and its task need not wait (the feed raises ``Parked``)."""
         ...
 
     def gap(self, gap: Gap) -> None:
@@ -123,11 +129,12 @@ class ChannelFeed:
         first = self._first
         return first is not None and bool(first.entries)
 
-    async def items(self) -> AsyncGenerator[Sequence[Item], None]:
-        """History after the position, then live entries, forever (until cancelled)."""
+    async def items(self, resumed: bool = False) -> AsyncGenerator[Sequence[Item], None]:
+        """History after the position, then live entries, forever (until cancelled, or
+        ``Parked``); ``resumed``: the feed has caught up before, live entries only."""
         stream, index, sink = self._stream, self._index, self._sink
         positions = stream.positions
-        if self._start != LIVE:
+        if not resumed and self._start != LIVE:
             # A live start's position was taken after the subscription was confirmed:
             # everything after it reaches the sink, so there is no history to read.
             async for items in self._catch_up():
@@ -135,7 +142,8 @@ class ChannelFeed:
         while True:
             while not sink.ready():
                 waiter = sink.wait()
-                stream.idle()  # it may join a fan-out group until the sink wakes it
+                if stream.idle():  # in a fan-out group: it writes the stream from now on
+                    raise Parked
                 await waiter
             batches, resync = sink.take()
             if resync:

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiostream import stream
 
@@ -36,7 +36,7 @@ from gateway.fanout import ChannelSink, Group, Hub, Renderer, SinkClosed, Snapsh
 from gateway.metrics import Metrics
 from gateway.resume import frames
 from gateway.resume.cursor import EARLIEST, Cursor, StreamPositions
-from gateway.resume.feed import ChannelFeed, Gap, Item
+from gateway.resume.feed import ChannelFeed, Gap, Item, Parked
 from gateway.sse import StreamOutput
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,14 @@ QUIET_ENDS = frozenset({"disconnect", "write_failed"})
 SHUTDOWN = "shutdown"
 TOKEN_EXPIRED = "token_expired"
 """Why a stream opened with a token ends at its ``exp`` (or SSE_AUTH_MAX_STREAM_SECONDS)."""
+
+
+class Resumer(Protocol):
+    """Gives a parked stream a task again (``gateway.sse``'s stream)."""
+
+    def resume(self) -> None:
+        """Start a task that calls ``Subscription.go_on`` (soon, not in this call)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -64,12 +72,16 @@ class Subscription:
     __slots__ = (
         "_channels",
         "_ended",
+        "_expiry",
+        "_feeds",
         "_group",
         "_lifetime",
         "_notices",
         "_opened",
         "_options",
         "_output",
+        "_parked",
+        "_resumer",
         "_sinks",
         "_start",
         "history",
@@ -102,6 +114,11 @@ class Subscription:
         self._group: Group | None = None
         self._ended: str | None = None
         self._opened: Callable[[], None] | None = None
+        self._feeds: Sequence[ChannelFeed] = ()
+        self._expiry: asyncio.TimerHandle | None = None
+        self._resumer: Resumer | None = None
+        self._parked = False
+        """Whether the task has left while a group writes the stream."""
 
     @property
     def page_size(self) -> int:
@@ -142,8 +159,9 @@ class Subscription:
 
     # -- fan-out group membership ----------------------------------------------
 
-    def idle(self) -> None:
-        """A feed is about to wait on its sink: join the group of the channels if in step."""
+    def idle(self) -> bool:
+        """A feed is about to wait on its sink: join the group of the channels if in step.
+        True: joined, and the task may leave (a ``resumer`` was given)."""
         output = self._output
         if (
             self._group is None
@@ -160,6 +178,8 @@ class Subscription:
                 self._sinks,
                 self._group_frames,
             )
+            return self._group is not None and self._resumer is not None
+        return False
 
     def _group_frames(self) -> Renderer:
         return frames.GroupFrames(self.positions.copy())
@@ -168,6 +188,10 @@ class Subscription:
         """The group hands the stream back: it was written up to ``positions``."""
         self._group = None
         self.positions.restore(positions)
+        if self._parked:
+            self._parked = False
+            assert self._resumer is not None
+            self._resumer.resume()  # a task again, which finds what woke it in the sinks
 
     def _leave_group(self) -> None:
         group = self._group
@@ -176,69 +200,77 @@ class Subscription:
 
     # -- the stream's task -----------------------------------------------------
 
-    async def run(self, output: StreamOutput, opened: Callable[[], None]) -> None:
+    async def run(
+        self, output: StreamOutput, opened: Callable[[], None], resumer: Resumer | None = None
+    ) -> bool:
         """Write the stream's frames to ``output`` until it ends (live chunks may reach
         ``output`` from a group instead); ``opened`` is called once the first are written.
 
+        With a ``resumer`` the task may leave while a group writes the stream: True
+        means it parked, and ``resumer.resume()`` is called (from a callback) when a
+        task must ``go_on``. False: the stream has ended, its sinks are detached.
+
         A coroutine, not a generator its response loops over: an open stream keeps one
         frame fewer, and no entry in the event loop's registry of async generators."""
-        hub, options, sinks, positions = self.hub, self._options, self._sinks, self.positions
-        metrics = options.metrics
+        hub, sinks, positions = self.hub, self._sinks, self.positions
         self._opened = opened
         del opened  # held by the subscription until called: not by this frame for good
-        expiry = None
+        self._resumer = resumer
         if self._lifetime is not None:
-            expiry = asyncio.get_running_loop().call_later(self._lifetime, self.end, TOKEN_EXPIRED)
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self._lifetime, self.end, TOKEN_EXPIRED)
+        parked = False
         try:
             for channel in self._channels:
                 sinks.append(await hub.attach(channel))
             if self._ended is not None:
-                return  # the client left while we subscribed
+                return False  # the client left while we subscribed
             start = self._start
-            feeds = [
+            feeds = self._feeds = [
                 ChannelFeed(self, index, sink, start.position(sink.channel))
                 for index, sink in enumerate(sinks)
             ]
             for feed in feeds:
                 await feed.open()
-            opening = frames.opening(positions, options.retry_ms, self._notices)
+            opening = frames.opening(positions, self._options.retry_ms, self._notices)
             if len(feeds) > 1 or not feeds[0].replay_ready:
                 if not await self._write(output, opening):
-                    return
+                    return False
                 opening = b""
             # else it leaves with the first history, which is at hand: one write, not two.
             self._output = output
+            parked = await self._deliver(output, opening, resumed=False)
+            return parked
+        finally:
+            if not parked:
+                await self._close()
+
+    async def go_on(self, output: StreamOutput) -> bool:
+        """Continue a parked stream in a new task, as ``run`` would have; the same result."""
+        parked = False
+        try:
+            parked = await self._deliver(output, b"", resumed=True)
+            return parked
+        finally:
+            if not parked:
+                await self._close()
+
+    async def _deliver(self, output: StreamOutput, opening: bytes, resumed: bool) -> bool:
+        """The feeds' items, rendered and written, until the stream ends (False) or parks."""
+        options = self._options
+        while True:
             try:
-                if len(feeds) == 1:
-                    # A single feed needs no merge; no context-manager objects either, as
-                    # this frame stays alive for the whole stream.
-                    items_stream = feeds[0].items()
-                    try:
-                        async for items in items_stream:
-                            self._count(metrics, items)
-                            for piece in frames.pieces(items):
-                                if self._ended is not None:
-                                    raise SinkClosed(self._ended)  # in the middle of a replay
-                                frame = frames.render(positions, 0, piece)
-                                if opening:
-                                    frame, opening = opening + frame, b""
-                                if not await self._write(output, frame):
-                                    return
-                    finally:
-                        await items_stream.aclose()
-                else:
-                    index = self._channels.index
-                    async with stream.merge(*(feed.items() for feed in feeds)).stream() as merged:
-                        async for items in merged:
-                            # A feed yields items of its own channel only.
-                            self._count(metrics, items)
-                            at = index(items[0].channel)
-                            for piece in frames.pieces(items):
-                                if self._ended is not None:
-                                    raise SinkClosed(self._ended)
-                                frame = frames.render(positions, at, piece)
-                                if not await self._write(output, frame):
-                                    return
+                await self._write_items(output, opening, resumed)
+                return False  # its client left
+            except Parked as parked:
+                parked.__traceback__ = None  # as for SinkClosed below: no cycle through it
+                # A resumed task starts its feeds afresh: none waits on its sink meanwhile.
+                for sink in self._sinks:
+                    sink.stop_waiting()
+                if self._group is not None and self._ended is None:
+                    self._parked = True
+                    return True
+                opening, resumed = b"", True  # handed back before the task left: go on
             except SinkClosed as closed:
                 # Its traceback holds the frames it passed (the merge's tasks among them):
                 # nothing reads it, and kept it would leave them all in a reference cycle.
@@ -246,18 +278,62 @@ class Subscription:
                 if self._ended is None:
                     self._ended = closed.reason
                 self._leave_group()
-                if closed.reason in QUIET_ENDS:
-                    return
-                retry = options.shutdown_retry_ms if closed.reason == SHUTDOWN else options.retry_ms
-                await self._write(output, opening + frames.closing(positions, closed.reason, retry))
-        finally:
-            if expiry is not None:
-                expiry.cancel()
-            self._output = None
-            self._opened = None
-            self._leave_group()
-            for sink in sinks:
-                await hub.detach(sink)
+                if closed.reason not in QUIET_ENDS:
+                    reason = closed.reason
+                    retry = options.shutdown_retry_ms if reason == SHUTDOWN else options.retry_ms
+                    positions = self.positions
+                    await self._write(output, opening + frames.closing(positions, reason, retry))
+                return False
+
+    async def _write_items(self, output: StreamOutput, opening: bytes, resumed: bool) -> None:
+        """Render and write what the feeds yield; returns once the client has left."""
+        metrics, positions, feeds = self._options.metrics, self.positions, self._feeds
+        if len(feeds) == 1:
+            # A single feed needs no merge; no context-manager objects either, as
+            # this frame stays alive while the stream's task runs.
+            items_stream = feeds[0].items(resumed)
+            try:
+                async for items in items_stream:
+                    self._count(metrics, items)
+                    for piece in frames.pieces(items):
+                        if self._ended is not None:
+                            raise SinkClosed(self._ended)  # in the middle of a replay
+                        frame = frames.render(positions, 0, piece)
+                        if opening:
+                            frame, opening = opening + frame, b""
+                        if not await self._write(output, frame):
+                            return
+            finally:
+                await items_stream.aclose()
+        else:
+            index = self._channels.index
+            merge = stream.merge(*(feed.items(resumed) for feed in feeds))
+            async with merge.stream() as merged:
+                async for items in merged:
+                    # A feed yields items of its own channel only.
+                    self._count(metrics, items)
+                    at = index(items[0].channel)
+                    for piece in frames.pieces(items):
+                        if self._ended is not None:
+                            raise SinkClosed(self._ended)
+                        frame = frames.render(positions, at, piece)
+                        if not await self._write(output, frame):
+                            return
+
+    async def _close(self) -> None:
+        """The stream has ended: out of its group, its sinks detached."""
+        expiry = self._expiry
+        if expiry is not None:
+            self._expiry = None
+            expiry.cancel()
+        self._output = None
+        self._opened = None
+        self._resumer = None
+        self._feeds = ()
+        self._leave_group()
+        hub = self.hub
+        for sink in self._sinks:
+            await hub.detach(sink)
 
     async def _write(self, output: StreamOutput, frame: bytes) -> bool:
         """Write ``frame`` from the stream's task; False once its client has left."""

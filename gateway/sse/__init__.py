@@ -1,4 +1,4 @@
-"""The SSE response on the wire: one task per stream, ordered writes, keep-alive, shutdown."""
+"""The SSE response on the wire: a task while a stream acts, ordered writes, pings, shutdown."""
 
 from gateway.sse.lifecycle import StreamCut, StreamLifecycle
 from gateway.sse.open_streams import OpenStreams

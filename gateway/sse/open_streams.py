@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import Protocol
 
 from gateway.heap import trim_after_burst
 from gateway.metrics import Metrics
@@ -30,28 +31,41 @@ def ping_comment() -> bytes:
     return b": ping - %s\r\n\r\n" % str(datetime.now(UTC)).encode()
 
 
+class Stream(Protocol):
+    """An open stream as ``OpenStreams`` keeps it (``gateway.sse.response.OpenStream``)."""
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task that runs it now; None while a fan-out group writes it."""
+        ...
+
+    def cancel(self) -> None:
+        """End it now (the shutdown grace period is over)."""
+        ...
+
+
 class OpenStreams:
-    """Every open stream's output and task, for /stats, keep-alive pings and forced ends."""
+    """Every open stream's output and stream, for /stats, keep-alive pings and forced ends."""
 
     def __init__(self, ping_interval: float, metrics: Metrics) -> None:
         self.ping_interval = ping_interval
         self._metrics = metrics
         self.open = 0
-        self._tasks: dict[StreamOutput, asyncio.Task[object]] = {}
+        self._streams: dict[StreamOutput, Stream] = {}
         self._forced: set[StreamOutput] = set()
         self._pinger: asyncio.Task[None] | None = None
         self._peak = 0
         """Most streams open at once since the heap was last trimmed."""
 
-    def add(self, output: StreamOutput, task: asyncio.Task[object]) -> None:
+    def add(self, output: StreamOutput, stream: Stream) -> None:
         self.open += 1
         self._metrics.streams_opened += 1
-        self._tasks[output] = task
+        self._streams[output] = stream
         if self.open > self._peak:
             self._peak = self.open
 
     def discard(self, output: StreamOutput) -> None:
-        if self._tasks.pop(output, None) is not None:
+        if self._streams.pop(output, None) is not None:
             self.open -= 1
         self._forced.discard(output)
 
@@ -61,14 +75,14 @@ class OpenStreams:
 
     def cancel_all(self) -> None:
         """End every stream still open now (the shutdown grace period is over)."""
-        if self._tasks:
+        if self._streams:
             log.warning(
                 "ending streams still open after the grace period",
-                extra={"streams": len(self._tasks)},
+                extra={"streams": len(self._streams)},
             )
-        for output, task in list(self._tasks.items()):
+        for output, stream in list(self._streams.items()):
             self._forced.add(output)
-            task.cancel()
+            stream.cancel()
 
     async def __aenter__(self) -> OpenStreams:
         self._pinger = asyncio.create_task(self._ping_forever(), name="keep-alive")
@@ -79,6 +93,13 @@ class OpenStreams:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pinger
+        # A stream resumed by a group runs in a task of the gateway's (the server awaits
+        # only its own): one still running when the app stops is ended here.
+        own = [s.task for s in self._streams.values() if s.task is not None]
+        for task in own:
+            task.cancel()
+        if own:
+            await asyncio.wait(own)
 
     async def _ping_forever(self) -> None:
         while True:
@@ -87,7 +108,7 @@ class OpenStreams:
                 self._peak = self.open
             comment = ping_comment()
             pinged = 0
-            for n, output in enumerate(list(self._tasks)):
+            for n, output in enumerate(list(self._streams)):
                 if output.wrote:
                     output.wrote = False  # active this round: no ping needed
                 else:

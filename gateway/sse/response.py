@@ -1,9 +1,11 @@
-"""The SSE response: sse-starlette's ``EventSourceResponse`` with one task per stream.
+"""The SSE response: sse-starlette's ``EventSourceResponse`` with at most one task per stream.
 
 sse-starlette runs four tasks per stream in an anyio task group (the body, a
 ping loop, a disconnect listener and a shutdown listener) beside the server's
 own task: about 50 KB and a cancel scope per send for every stream. A
-``StreamResponse`` keeps what they do and runs the body in the server's task:
+``StreamResponse`` keeps what they do and runs the body in the server's task, and
+on the fast path in no task at all while a fan-out group writes the stream
+(``OpenStream``: the stream is parked, and resumed in a task when it must act):
 
 - pings: ``OpenStreams`` pings every idle stream from one task;
 - disconnect detection: ``DisconnectWatch`` drives ``receive()`` from future
@@ -26,9 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -40,6 +43,11 @@ from gateway.sse.lifecycle import StreamCut, StreamLifecycle, write_failure
 from gateway.sse.open_streams import OpenStreams
 from gateway.sse.output import StreamOutput
 
+if TYPE_CHECKING:
+    from gateway._fastpath.transport import ChunkedTransport
+
+log = logging.getLogger(__name__)
+
 SERVER_SEND = "gateway.server_send"
 """Scope key of the ASGI server's own ``send``, noted at the app's entry (``GatewayApp``).
 
@@ -48,13 +56,29 @@ Every middleware between the app and the route wraps ``send`` to watch
 each layer costs a coroutine per delivery. Without the key, ``send`` is used."""
 
 
+class Resumer(Protocol):
+    """Gives a parked stream a task again."""
+
+    def resume(self) -> None:
+        """Start a task that calls ``FrameSource.go_on`` (soon, not in this call)."""
+        ...
+
+
 class FrameSource(Protocol):
     """What a stream sends: its frames, and a way to end it early."""
 
-    async def run(self, output: StreamOutput, opened: Callable[[], None]) -> None:
+    async def run(
+        self, output: StreamOutput, opened: Callable[[], None], resumer: Resumer | None = None
+    ) -> bool:
         """Write the stream's frames to ``output`` from the stream's task (live frames may
         also reach it from outside) until the stream ends; ``output.write``'s exception
-        is let through. ``opened``: call once when the first bytes are written."""
+        is let through. ``opened``: call once when the first bytes are written. With a
+        ``resumer``, True means the stream parked: the task may end, and the stream calls
+        ``resumer.resume()`` when it needs one again, to ``go_on``."""
+        ...
+
+    async def go_on(self, output: StreamOutput) -> bool:
+        """Continue a parked stream in a new task; the same result as ``run``."""
         ...
 
     def end(self, reason: str) -> None:
@@ -125,27 +149,60 @@ class StreamResponses:
         return StreamResponse(source, self)
 
 
-class _StreamEvents:
-    """What happens to a stream, as callbacks: one small object, not three closures."""
+class OpenStream:
+    """A started stream: its output, its source, and what its end must do.
 
-    __slots__ = ("_lifecycle", "_output", "_requested_at", "_scope", "_source")
+    Its task is the server's until the source parks (a fan-out group writes the
+    stream, fast path only); then no task runs for it, and ``resume`` starts one of
+    the gateway's own (owned by ``OpenStreams``) when the source needs it again. So
+    the end of a stream is this object's, not a frame's: ``serve`` runs in whichever
+    task the stream has when it ends."""
+
+    __slots__ = (
+        "_direct",
+        "_may_park",
+        "_on_end",
+        "_output",
+        "_requested_at",
+        "_responses",
+        "_scope",
+        "_send",
+        "_server_send",
+        "_source",
+        "_watch",
+        "task",
+    )
 
     def __init__(
         self,
+        responses: StreamResponses,
         output: StreamOutput,
         source: FrameSource,
-        lifecycle: StreamLifecycle,
         scope: Scope,
         requested_at: float,
+        send: Send,
+        server_send: Send,
+        direct: ChunkedTransport | None,
+        on_end: Callable[[], None] | None,
     ) -> None:
+        self._responses = responses
         self._output = output
         self._source = source
-        self._lifecycle = lifecycle
         self._scope = scope
         self._requested_at = requested_at
+        self._send = send
+        self._server_send = server_send
+        self._direct = direct
+        self._on_end = on_end
+        self._may_park = responses.fast_path.may_park(server_send)
+        self._watch: Watch | None = None
+        self.task: asyncio.Task[None] | None = None
+        """The task that runs the stream now; None while it is parked."""
+
+    # -- callbacks ---------------------------------------------------------------
 
     def opened(self) -> None:
-        self._lifecycle.opened(self._source, self._scope, self._requested_at)
+        self._responses.lifecycle.opened(self._source, self._scope, self._requested_at)
 
     def client_left(self) -> None:
         self._output.disconnected = True
@@ -154,9 +211,122 @@ class _StreamEvents:
     def write_failed(self) -> None:
         self._source.end("write_failed")
 
+    def resume(self) -> None:
+        """The parked source needs a task again (called back by it)."""
+        task = self.task = asyncio.get_running_loop().create_task(self.serve(resumed=True))
+        task.add_done_callback(self._resumed_done)
+
+    def cancel(self) -> None:
+        """End the stream now (the shutdown grace period is over)."""
+        task = self.task
+        if task is not None:
+            task.cancel()
+        else:
+            # Parked, so its client reads: its source ends it, in a task of its own.
+            self._source.end("shutdown_forced")
+
+    # -- the stream ------------------------------------------------------------------
+
+    def watch(self, receive: Receive) -> None:
+        """Notice the client leaving (from uvicorn's request cycle on the fast path)."""
+        fast_path = self._responses.fast_path
+        watch: Watch | None = fast_path.watch_disconnect(receive, self.client_left)
+        if watch is None:
+            generic = watch = DisconnectWatch(receive, self.client_left)
+            generic.start()
+        self._watch = watch
+
+    async def serve(self, resumed: bool = False) -> None:
+        """Run the stream until it ends, or until it parks; end it when it ends."""
+        output, source, responses = self._output, self._source, self._responses
+        streams = responses.streams
+        reason = "error"
+        parked = False
+        try:
+            try:
+                try:
+                    if resumed:
+                        parked = await source.go_on(output)
+                    else:
+                        resumer = self if self._may_park else None
+                        parked = await source.run(output, self.opened, resumer)
+                except Exception as exc:
+                    if exc is not output.error:
+                        raise  # a bug, not a client that stopped reading
+                if parked:
+                    self.task = None
+                    if not resumed:
+                        responses.fast_path.park(self._server_send)
+                    return
+                if output.error is not None:
+                    # A stalled client: no end-of-body write could reach it.
+                    reason = write_failure(output.error)
+                else:
+                    reason = source.end_reason or "disconnect"
+                    if not output.disconnected:
+                        if self._direct is not None:
+                            self._direct.flush_head()
+                        await self._send(_END_OF_BODY)
+            except asyncio.CancelledError:
+                reason = "shutdown_forced"
+                if not streams.was_forced(output):
+                    output.drop()
+                    raise
+                task = asyncio.current_task()
+                assert task is not None
+                task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
+            finally:
+                if not parked:
+                    await self._ended(reason)
+            if reason in CUT_REASONS and not output.drop():
+                # Through ASGI alone a cut can only be told to the server by raising: it
+                # closes the connection (once its client has read what is buffered or left).
+                # The cut is logged already; gateway.logs keeps it to that one line.
+                raise StreamCut(reason)
+            # Until its socket is closed the connection holds an fd and its unsent bytes:
+            # the admission slot is given back only then.
+            await output.released(responses.close_linger)
+        finally:
+            if not parked:
+                self._release()
+
+    async def _ended(self, reason: str) -> None:
+        output = self._output
+        watch, self._watch = self._watch, None
+        watch_task = None if watch is None else watch.stop()
+        self._responses.streams.discard(output)
+        await output.aclose()
+        if watch_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+        self._responses.lifecycle.closed(self._source, self._scope, reason, self._requested_at)
+        output.on_failure = None  # no cycle left (see _release)
+
+    def _release(self) -> None:
+        self.task = None
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()  # the admission slot back
+        # The scope holds the server's send, bound to the request cycle that holds the
+        # scope: a cycle. Broken, an ended stream's objects (protocol, transport, cycle,
+        # output, subscription) are freed by their reference counts, not by the next
+        # full collection, which walks every open stream (~0.5 s at 15,000).
+        self._scope.pop(SERVER_SEND, None)
+
+    def _resumed_done(self, task: asyncio.Task[None]) -> None:
+        """What the server does when a response's task fails, for a task of our own."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, StreamCut):
+                log.error("Exception in a stream's task", exc_info=exc)
+            self._output.drop()
+
 
 class StreamResponse(EventSourceResponse):
-    """An endless SSE response over a ``FrameSource``, in the server's task alone."""
+    """An endless SSE response over a ``FrameSource``, in the server's task (and, while a
+    fan-out group writes it, in no task: ``OpenStream``)."""
 
     def __init__(
         self,
@@ -184,104 +354,72 @@ class StreamResponse(EventSourceResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         on_end = self.on_end
-        try:
-            if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+        if scope["type"] != "http" or scope["method"].upper() == "HEAD":
+            try:
                 await super().__call__(scope, receive, send)
-                return
-            requested_at = self.requested_at or time.perf_counter()
-            task = asyncio.current_task()
-            assert task is not None
-            responses = self._responses
-            fast_path = responses.fast_path
-            server_send = scope.get(SERVER_SEND, send)
-            # The head leaves with the opening frame: one write and one segment, not two.
-            head = fast_path.hold_head(server_send)
-            try:
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": self.status_code,
-                        "headers": self.raw_headers,
-                    }
-                )
-            except BaseException:
-                if head is not None:
-                    head.write_now()
-                raise
-            direct = fast_path.direct_writes(
-                server_send,
-                coalesce=responses.coalesce_writes,
-                send_buffer=responses.send_buffer,
-                head=head,
-            )
-            head = None  # this frame lives as long as the stream: hold no spent object
-            # The request's headers have been read (auth, cursor, CORS, access log): a
-            # browser's dozen headers and cookies need not live as long as the stream.
-            request_headers = scope.get("headers")
-            if isinstance(request_headers, list):
-                request_headers.clear()  # in place: uvicorn's protocol holds the same list
-            output = StreamOutput(server_send, self.send_timeout, direct)
-            source, streams, background = self._source, responses.streams, self.background
-            lifecycle = responses.lifecycle
-            close_linger = responses.close_linger
-            events = _StreamEvents(output, source, lifecycle, scope, requested_at)
-            output.on_failure = events.write_failed
-            # This frame stays alive as long as the stream; the response object (its
-            # headers and settings, several hundred bytes) is not needed any more.
-            del self, responses
-            streams.add(output, task)
-            watch: Watch | None = fast_path.watch_disconnect(receive, events.client_left)
-            if watch is None:
-                generic = watch = DisconnectWatch(receive, events.client_left)
-                generic.start()
-            reason = "error"
-            try:
-                try:
-                    await source.run(output, events.opened)
-                except Exception as exc:
-                    if exc is not output.error:
-                        raise  # a bug, not a client that stopped reading
-                if output.error is not None:
-                    # A stalled client: no end-of-body write could reach it.
-                    reason = write_failure(output.error)
-                else:
-                    reason = source.end_reason or "disconnect"
-                    if not output.disconnected:
-                        if direct is not None:
-                            direct.flush_head()
-                        await send(_END_OF_BODY)
-            except asyncio.CancelledError:
-                reason = "shutdown_forced"
-                if not streams.was_forced(output):
-                    output.drop()
-                    raise
-                task.uncancel()  # ended by the shutdown, as sse-starlette's task group does
             finally:
-                watch_task = watch.stop()
-                streams.discard(output)
-                await output.aclose()
-                if watch_task is not None:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watch_task
-                lifecycle.closed(source, scope, reason, requested_at)
-                output.on_failure = None  # no cycle left (see the end of this method)
-            if reason in CUT_REASONS and not output.drop():
-                # Through ASGI alone a cut can only be told to the server by raising: it
-                # closes the connection (once its client has read what is buffered or left).
-                # The cut is logged already; gateway.logs keeps it to that one line.
-                raise StreamCut(reason)
-            # Until its socket is closed the connection holds an fd and its unsent bytes:
-            # the admission slot is given back only then.
-            await output.released(close_linger)
-            if background is not None:
-                await background()
-        finally:
-            # The stream's own frame is the one that lives as long as it (no wrapper
-            # coroutine does), so it gives the admission slot back.
+                if on_end is not None:
+                    on_end()
+                scope.pop(SERVER_SEND, None)
+            return
+        try:
+            stream = await self._start(scope, receive, send)
+        except BaseException:
             if on_end is not None:
                 on_end()
-            # The scope holds the server's send, bound to the request cycle that holds the
-            # scope: a cycle. Broken, an ended stream's objects (protocol, transport, cycle,
-            # output, subscription) are freed by their reference counts, not by the next
-            # full collection, which walks every open stream (~0.5 s at 15,000).
             scope.pop(SERVER_SEND, None)
+            raise
+        del self  # the response object (headers, settings) is not needed any more
+        await stream.serve()
+
+    async def _start(self, scope: Scope, receive: Receive, send: Send) -> OpenStream:
+        """Send the head, set up the stream's output and watch; the stream to serve."""
+        requested_at = self.requested_at or time.perf_counter()
+        task = asyncio.current_task()
+        assert task is not None
+        responses = self._responses
+        fast_path = responses.fast_path
+        server_send = scope.get(SERVER_SEND, send)
+        # The head leaves with the opening frame: one write and one segment, not two.
+        head = fast_path.hold_head(server_send)
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+        except BaseException:
+            if head is not None:
+                head.write_now()
+            raise
+        direct = fast_path.direct_writes(
+            server_send,
+            coalesce=responses.coalesce_writes,
+            send_buffer=responses.send_buffer,
+            head=head,
+        )
+        # The request's headers have been read (auth, cursor, CORS, access log): a
+        # browser's dozen headers and cookies need not live as long as the stream.
+        request_headers = scope.get("headers")
+        if isinstance(request_headers, list):
+            request_headers.clear()  # in place: uvicorn's protocol holds the same list
+        output = StreamOutput(server_send, self.send_timeout, direct)
+        stream = OpenStream(
+            responses,
+            output,
+            self._source,
+            scope,
+            requested_at,
+            send,
+            server_send,
+            direct,
+            self.on_end,
+        )
+        self.on_end = None
+        output.on_failure = stream.write_failed
+        stream.task = task
+        responses.streams.add(output, stream)
+        stream.watch(receive)
+        return stream
