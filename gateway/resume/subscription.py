@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiostream import stream
 
@@ -37,7 +37,7 @@ from gateway.metrics import Metrics
 from gateway.resume import frames
 from gateway.resume.cursor import EARLIEST, Cursor, StreamPositions
 from gateway.resume.feed import ChannelFeed, Gap, Item, Parked
-from gateway.sse import StreamOutput
+from gateway.sse import Resumer, StreamOutput
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,6 @@ QUIET_ENDS = frozenset({"disconnect", "write_failed"})
 SHUTDOWN = "shutdown"
 TOKEN_EXPIRED = "token_expired"
 """Why a stream opened with a token ends at its ``exp`` (or SSE_AUTH_MAX_STREAM_SECONDS)."""
-
-
-class Resumer(Protocol):
-    """Gives a parked stream a task again (``gateway.sse``'s stream)."""
-
-    def resume(self) -> None:
-        """Start a task that calls ``Subscription.go_on`` (soon, not in this call)."""
-        ...
 
 
 @dataclass(frozen=True)
