@@ -16,6 +16,10 @@ with every other stream at those positions, bytes rendered and framed once,
 and the stream's task sleeps. The group hands the stream back
 (``released``) with its positions as soon as its task must act again.
 
+Given a ``Resumer`` (the fast path's responses), a stream in a group keeps no
+sleeping task at all: its feed raises ``Parked``, ``run`` returns True and the
+task ends; ``released`` then has the resumer start a task, which calls ``go_on``.
+
 ``StreamPositions`` is the one owner of the stream's position in each channel:
 the feeds read it, the frames loop and a group that releases the stream move it.
 """
