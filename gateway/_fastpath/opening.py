@@ -247,7 +247,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         """What uvicorn's ``run_asgi`` does once the app returns or raises."""
         self._server_state.tasks.discard(task)
         cycle = self._cycle
-        if cycle is None or (cycle.parked and not task.cancelled() and task.exception() is None):
+        if cycle is None or cycle.parked:
             return  # no response to finish yet: the stream goes on without this task
         cycle.on_response = _nothing  # run_asgi's finally: no cycle back to this protocol
         exc: BaseException | None = (

@@ -93,8 +93,9 @@ class OpenStreams:
             self._pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pinger
-        # A stream resumed by a group runs in a task of the gateway's (the server awaits
-        # only its own): one still running when the app stops is ended here.
+        # A stream handed back by its group runs in a task of the gateway's, which the
+        # server does not await: a stream whose task still runs when the app stops is
+        # ended here.
         own = [s.task for s in self._streams.values() if s.task is not None]
         for task in own:
             task.cancel()
