@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.support.ports import free_port
 
@@ -102,6 +103,14 @@ class ManagedProcess:
         self.log_path.unlink(missing_ok=True)
 
 
+PORT_ATTEMPTS = 3
+"""Ports tried for a gateway whose free port another test's server took first."""
+
+
+class PortTaken(RuntimeError):
+    """The gateway's port answers, but from another process."""
+
+
 class GatewayProcess(ManagedProcess):
     def __init__(
         self,
@@ -114,18 +123,25 @@ class GatewayProcess(ManagedProcess):
         open_files: int | None = None,
         ready_timeout: float = 30,
     ) -> None:
-        self.port = port or free_port()
-        argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(self.port)]
-        if workers != 1:
-            argv += ["--workers", str(workers)]
-        argv += args or []
         env = {"REDIS_URL": redis_url, **(env or {})}
-        super().__init__(argv, env, name="gateway", open_files=open_files)
-        try:
-            self.wait_ready(ready_timeout)
-        except BaseException:
-            self.close()  # never handed to a fixture: nobody else would stop it
-            raise
+        for attempt in range(PORT_ATTEMPTS):
+            self.port = port or free_port()
+            argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1"]
+            argv += ["--port", str(self.port)]
+            if workers != 1:
+                argv += ["--workers", str(workers)]
+            argv += args or []
+            super().__init__(argv, env, name="gateway", open_files=open_files)
+            try:
+                self.wait_ready(ready_timeout)
+                return
+            except PortTaken:
+                self.close()
+                if port is not None or attempt == PORT_ATTEMPTS - 1:
+                    raise
+            except BaseException:
+                self.close()  # never handed to a fixture: nobody else would stop it
+                raise
 
     @property
     def base_url(self) -> str:
@@ -138,11 +154,27 @@ class GatewayProcess(ManagedProcess):
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log()}")
             try:
                 if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
+                    if not self._listens():
+                        # Another test's server took the port between free_port() and
+                        # this one's bind: what answered is not this gateway.
+                        raise PortTaken(f"port {self.port} answers, but not from this gateway")
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"gateway not ready after {timeout}s:\n{self.log()}")
+
+    def _listens(self) -> bool:
+        """Whether this gateway's process (or a worker of it) listens on its port."""
+        try:
+            root = psutil.Process(self.process.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                for conn in proc.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
+                        return True
+        except psutil.Error:
+            pass
+        return False
 
     def stats(self) -> dict[str, object]:
         data: dict[str, object] = httpx.get(f"{self.base_url}/stats", timeout=10).json()
