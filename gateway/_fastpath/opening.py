@@ -30,9 +30,9 @@ from typing import Any
 
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-from uvicorn.protocols.utils import get_local_addr, get_remote_addr
 
 from gateway._fastpath.protocol import HeadWait, LeanHttpProtocol, LightEvent
+from gateway._fastpath.socket_options import address
 from gateway._fastpath.stream_cycle import StreamCycle
 from gateway._fastpath.stream_head import StreamHead, head_ended, may_be_stream_request
 
@@ -200,7 +200,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
         flow = self.flow = FlowControl(transport)
         flow._is_writable_event = LightEvent(True)  # type: ignore[assignment]
         config = self._config
-        server = get_local_addr(transport)
+        server = address(transport, "sockname")
         if server == OpeningProtocol._server:
             # Connections to one listening address share it: one tuple for every stream,
             # not one per stream.
@@ -212,7 +212,7 @@ class OpeningProtocol(HeadWait, asyncio.Protocol):
             "asgi": _ASGI,
             "http_version": "1.1",
             "server": server,
-            "client": get_remote_addr(transport),
+            "client": address(transport, "peername"),
             "scheme": "http",
             "root_path": "",
             "headers": head.headers,

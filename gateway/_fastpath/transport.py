@@ -28,7 +28,6 @@ stopped reading is aborted at once (``abort``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 from asyncio import Transport
 from typing import Any
@@ -39,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from gateway._fastpath.chunked import frame_chunk
 from gateway._fastpath.opening import OpeningProtocol
 from gateway._fastpath.protocol import LeanHttpProtocol
+from gateway._fastpath.socket_options import set_int_option
 
 
 class _HeadBuffer:
@@ -200,10 +200,7 @@ class ChunkedTransport:
         nginx does for streamed responses. Under load it turns many small writes into
         few segments, which is most of what a delivery costs; a client that keeps up
         sees its ACKs answered within a round trip."""
-        sock = self._transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+        set_int_option(self._transport, socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
     def bound_send_buffer(self, size: int) -> None:
         """Fix the kernel's send buffer of this connection at ``size`` bytes.
@@ -212,10 +209,7 @@ class ChunkedTransport:
         client that reads nothing: a stalled stream would have the gateway render and
         copy that much into the kernel before its writes wait, which is memory of the
         host and CPU a burst of stalled clients takes from everyone else."""
-        sock = self._transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+        set_int_option(self._transport, socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
     @property
     def writable(self) -> bool:
