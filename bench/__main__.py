@@ -38,13 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench",
         description="Benchmark the gateway side by side with nginx+nchan and a seed-style "
         "FastAPI app: fan-out, CPU per delivery, memory per stream, connection and resume "
-        "storms, multiplexing. Starts every process itself on free loopback ports.",
+        "storms, multiplexing; a do-nothing Python server (floor) in the reconnect storm. "
+        "Starts every process itself on free loopback ports.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="tiny versions of every scenario (<1 min)"
     )
     parser.add_argument(
-        "--only", type=_names(SYSTEMS), default=list(SYSTEMS), help="systems: ours,seed,nchan"
+        "--only",
+        type=_names(SYSTEMS),
+        default=list(SYSTEMS),
+        help=f"systems (default: all): {','.join(SYSTEMS)}",
     )
     parser.add_argument(
         "--scenarios", type=_names(suite.SCENARIOS), default=list(suite.SCENARIOS),

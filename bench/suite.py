@@ -15,7 +15,7 @@ from typing import Any
 from bench import browsers, metrics_cost, profiler, scenarios
 from bench.baselines.nchan import NchanUnavailable
 from bench.profiles import Profile
-from bench.systems import Server, started
+from bench.systems import STORM_ONLY, Server, started
 
 log = logging.getLogger("bench")
 
@@ -80,6 +80,8 @@ def _scenario(
     name: str, opts: Options, system: str
 ) -> Callable[[Server], Awaitable[dict[str, Any]]] | None:
     p, run_dir = opts.profile, opts.run_dir
+    if system in STORM_ONLY and name != "reconnect_storm":
+        return None
     if name == "idle_memory":
         stages = p.idle_stages_seed if system == "seed" else p.idle_stages
         return lambda s: scenarios.idle_memory(s, stages, run_dir)
@@ -121,7 +123,7 @@ async def run_system(system: str, opts: Options) -> dict[str, Any]:
                     results[name] = await _profiled(name, system, server, scenario, opts)
                 else:
                     results[name] = await _measure(name, system, _bound(scenario, server))
-            if opts.sweep:
+            if opts.sweep and system not in STORM_ONLY:
                 for n in opts.profile.sweep_subscribers:
                     sweep = functools.partial(
                         scenarios.fanout,

@@ -3,6 +3,8 @@
 - ``ours``: ``python -m gateway`` with its own redis-server.
 - ``seed``: ``bench/baselines/seed_app.py`` under uvicorn, with its own redis-server.
 - ``nchan``: nginx with Debian's nchan module (memory store, no Redis).
+- ``floor``: ``bench/baselines/floor_server.py``, a uvloop protocol that answers a new
+  stream as our gateway does and nothing else (no Redis): the reconnect storm's reference.
 
 Servers run pinned to the server core; redis-server runs on the client core
 with the load generator, so the server core measures the server alone.
@@ -38,17 +40,22 @@ from bench.procs import (
 from bench.procstat import TreeUsage, tree_usage
 from bench.publisher import GatewaySink, NchanSink, RedisPublishSink, Sink
 
-SYSTEMS = ("ours", "seed", "nchan")
+SYSTEMS = ("ours", "seed", "nchan", "floor")
+STORM_ONLY = ("floor",)
+"""Systems that only open streams: measured in the reconnect storm alone."""
 START_SECONDS = 30.0
 """How long a server may take to listen and then to be ready."""
 WORKERS_START_SECONDS = 120.0
 """With ``--workers`` the port accepts only once a worker serves: a spawned interpreter that
 imports everything again, 20-30 s on a busy two-core machine."""
 CALLGRIND_START_SECONDS = 240.0
+IDLE_FDS = 64
+"""The floor server's descriptors with no stream open are fewer (listener, epoll, stdio)."""
 LABELS = {
     "ours": "redis-sse-gateway",
     "seed": "seed-style FastAPI (pub/sub per client)",
     "nchan": "nginx + nchan",
+    "floor": "Python floor (uvloop protocol, no logic)",
 }
 
 
@@ -108,8 +115,9 @@ class Server:
     @property
     def ready_on(self) -> str:
         """When the load generator may count a stream as open: our gateway sends its
-        first bytes (retry hint and cursor) only once the stream is subscribed."""
-        return "body" if self.system == "ours" else "head"
+        first bytes (retry hint and cursor) only once the stream is subscribed; the floor
+        sends them with its head, in the same write."""
+        return "body" if self.system in ("ours", "floor") else "head"
 
     @property
     def counts_subscriptions(self) -> bool:
@@ -133,6 +141,8 @@ class Server:
         raise Unsupported(f"{self.system} streams carry one channel")
 
     def sink(self) -> Sink:
+        if self.system in STORM_ONLY:
+            raise Unsupported(f"{self.system} publishes nothing")
         if self.system == "ours":
             assert self.redis_url is not None
             return GatewaySink(self.redis_url)
@@ -206,6 +216,10 @@ class Server:
                 async with Redis.from_url(self.redis_url) as redis:
                     if not await redis.pubsub_channels():
                         return
+            elif self.system in STORM_ONLY:
+                # Its streams are its only descriptors: closing the last storm's is done.
+                if self.usage().fds < IDLE_FDS:
+                    return
             else:
                 return
             await asyncio.sleep(0.1)
@@ -242,18 +256,29 @@ async def started(
     env: dict[str, str] | None = None,
     label: str | None = None,
     count_instructions: bool = False,
+    burn_us: float = 0.0,
 ) -> AsyncIterator[Server]:
     """Start ``system`` (and its redis-server); stop everything when the block ends.
 
     ``label`` names its log directory when the same system runs several times. With
     ``count_instructions`` the server runs under callgrind (``bench.callgrind``) and
-    ``Server.instructions`` counts what it executes in a block."""
+    ``Server.instructions`` counts what it executes in a block. ``burn_us``: the floor's
+    spin per new stream (``floor_server --burn-us``)."""
     log_dir = run_dir / (label or (system if workers == 1 else f"{system}-w{workers}"))
     log_dir.mkdir(parents=True, exist_ok=True)
     if system == "nchan":
         proc, port = await nchan.start_nchan(log_dir)
         async with running(proc):
             yield Server(system, port, proc, extra={"version": nchan.version()})
+        return
+    if system == "floor":
+        port = free_port()
+        argv = [PYTHON, "-m", "bench.baselines.floor_server", "--port", str(port)]
+        argv += ["--burn-us", f"{burn_us:g}"]
+        proc = await start_process(system, pinned(SERVER_CORE, argv), log_dir=log_dir)
+        async with running(proc):
+            await wait_for_port(proc, port, within=START_SECONDS)
+            yield Server(system, port, proc, extra={"burn_us": burn_us})
         return
     redis_proc, redis_url = await start_redis(log_dir)
     async with running(redis_proc):

@@ -21,7 +21,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("idle_memory", "reconnect_storm", "fanout", "moderate", "multiplex", "resume_storm")
-"""Scenarios every system runs (wide_fanout: ours and nchan; many_browsers: ours)."""
+"""Scenarios every system runs (wide_fanout: ours and nchan; many_browsers: ours), but the
+floor: a server that only opens streams, measured in the reconnect storm alone."""
 
 
 def run_bench(out: Path, *args: str, timeout: float = 240.0) -> dict[str, Any]:
@@ -57,7 +58,8 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     assert "## Targets of issue 6" in markdown
 
     systems = results["systems"]
-    assert set(systems) == {"ours", "seed", "nchan"}
+    assert set(systems) == {"ours", "seed", "nchan", "floor"}
+    assert_floor_stormed_alone(systems.pop("floor"), markdown)
     if "skipped" in systems["nchan"]:
         warnings.warn(f"nchan was skipped: {systems['nchan']['skipped']}", stacklevel=1)
         del systems["nchan"]
@@ -95,6 +97,43 @@ def test_quick_benchmark_delivers_every_event_and_writes_its_results(tmp_path: P
     assert browsers["latency_ms"]["p99"] is not None
     assert len(browsers["clients"]) >= 2, "streams from more than one source address"
     assert "## Many browsers" in markdown
+
+
+def assert_floor_stormed_alone(floor: dict[str, Any], markdown: str) -> None:
+    """The floor ran the reconnect storm, answered every client, ran nothing else, and has
+    rows in the storm table of results.md."""
+    assert "error" not in floor, floor.get("traceback")
+    assert set(floor) == {"label", "reconnect_storm"}, sorted(floor)
+    storm = floor["reconnect_storm"]
+    assert storm["failed"] == 0, storm
+    assert all(r["answered"] == r["clients"] for r in storm["rounds"]), storm
+    assert storm["cpu_us_per_new_stream"] is not None
+    storm_table = markdown.split("## Reconnect storm", 1)[1].split("\n## ", 1)[0]
+    assert floor["label"] in storm_table
+
+
+@pytest.mark.timeout(90)
+def test_quick_floor_runs_the_reconnect_storm_only(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    results = run_bench(out, "--only", "floor", timeout=80)
+    assert results["errors"] == []
+    assert set(results["systems"]) == {"floor"}
+    assert_floor_stormed_alone(results["systems"]["floor"], (out / "results.md").read_text())
+
+
+@pytest.mark.timeout(90)
+def test_floor_table_has_a_row_per_burn() -> None:
+    small = ["--clients", "500", "--in-flight", "50", "--rounds", "1"]
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "--burn-us", "0,50", *small],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=80,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr[-4000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| 0", "| 50"], run.stdout
 
 
 # Under callgrind the gateway starts and runs tens of times slower, more so on a busy
