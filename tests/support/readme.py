@@ -28,7 +28,10 @@ MORE = "..."
 _FENCE = re.compile(r"^```(.*)$")
 _MARKER = re.compile(r"^<!--\s*readme-([a-z]+)(?::\s*(.*?))?\s*-->$")
 
-_ID = re.compile(r"\b\d{10,}-\d+\b")
+_ID = re.compile(r"\b(?:\d{10,}-\d+|0-0)\b")
+"""A stream id, or ``0-0``: a channel's position before its first entry, which a README
+session shows when an earlier session (in another order, on another worker) has not
+published to that channel yet."""
 _TIME = re.compile(r"\b\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?")
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]+")
 _HEX_SECRET = re.compile(r"\b[0-9a-f]{64}\b")
